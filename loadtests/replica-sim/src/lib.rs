@@ -1,0 +1,1 @@
+//! An OpenAI-compatible replica simulator with configurable latency and faults.

@@ -1,0 +1,3 @@
+//! The `replica-sim` binary.
+
+fn main() {}
