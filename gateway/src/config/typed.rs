@@ -1,0 +1,564 @@
+//! Typed configuration and the conversion from the raw file, one key path per problem.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use leasegate_fleet::{Credential, Endpoint, Engine, Kind, Region, State};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::{Problems, raw};
+use crate::health::HealthConfig;
+
+/// The whole gateway configuration, ready to use.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub timeouts: Timeouts,
+    pub retry: RetryConfig,
+    pub limits: Limits,
+    pub client_keys: ClientKeys,
+    /// Client-facing name to the model name of the pool that serves it.
+    pub aliases: BTreeMap<String, String>,
+    pub endpoints: Vec<EndpointSpec>,
+    pub fallbacks: Vec<FallbackSpec>,
+    pub health: HealthConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Upstream and client timeouts.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect to an upstream.
+    pub connect: Duration,
+    /// Non-streaming: until the upstream's response headers. An engine sends
+    /// them only after generating the whole answer, so this is long; it is
+    /// also what a blackholed replica costs a non-streaming request.
+    pub headers: Duration,
+    /// Streaming: until the headers and the first chunk. Nothing reached the
+    /// client yet, so a miss still fails over.
+    pub first_token: Duration,
+    /// Streaming: the longest silence between two chunks before the stream
+    /// is ended with an SSE error event.
+    pub inter_chunk: Duration,
+    /// A whole request, first attempt to last byte.
+    pub total: Duration,
+    /// A client must send its request head within this.
+    pub header_read: Duration,
+    /// On shutdown, how long in-flight requests and streams may finish.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            headers: Duration::from_secs(120),
+            first_token: Duration::from_secs(30),
+            inter_chunk: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+            header_read: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bounds on failover.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Retries may add at most this fraction of requests as extra load ...
+    pub budget_ratio: f64,
+    /// ... plus this many retries per second, so a quiet gateway can still fail over.
+    pub budget_min_per_sec: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            budget_min_per_sec: 5.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// Requests handled at once; beyond it the answer is 503 with `Retry-After`.
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_concurrency: 4096,
+        }
+    }
+}
+
+/// SHA-256 digests of the accepted client keys; empty means no key required.
+#[derive(Clone, Debug, Default)]
+pub struct ClientKeys(pub Vec<[u8; 32]>);
+
+/// Where an endpoint runs. Coordinates are optional: a region code alone is
+/// resolved by the region catalogue when it lands, and an endpoint without
+/// coordinates simply gets no geography term when routing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionSpec {
+    pub code: String,
+    pub coords: Option<(f64, f64)>,
+}
+
+impl RegionSpec {
+    /// The fleet contract requires numbers; unknown coordinates travel as NaN,
+    /// which the route scorer must treat as "no geography".
+    // Hook: `leasegate_fleet::region::lookup(code)` fills coords when absent.
+    pub fn to_fleet(&self) -> Region {
+        let (lat, lon) = self.coords.unwrap_or((f64::NAN, f64::NAN));
+        Region {
+            code: self.code.clone(),
+            country: None,
+            lat,
+            lon,
+        }
+    }
+}
+
+/// A static replica from config.
+#[derive(Clone, Debug)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub url: Url,
+    pub models: Vec<String>,
+    pub engine: Engine,
+    pub region: RegionSpec,
+    pub price_per_hour_usd: f64,
+    pub max_concurrency: u32,
+    pub credential: Option<Credential>,
+}
+
+impl EndpointSpec {
+    pub fn to_fleet(&self) -> Endpoint {
+        Endpoint {
+            id: self.id.clone(),
+            url: base_url(&self.url),
+            kind: Kind::Static,
+            engine: self.engine,
+            models: self.models.clone(),
+            region: self.region.to_fleet(),
+            provider: None,
+            price_per_hour_usd: self.price_per_hour_usd,
+            max_concurrency: self.max_concurrency,
+            state: State::Ready,
+            credential: self.credential.clone(),
+        }
+    }
+}
+
+/// An OpenAI-compatible upstream used when the fleet cannot serve.
+#[derive(Clone, Debug)]
+pub struct FallbackSpec {
+    pub id: String,
+    pub url: Url,
+    pub credential: Option<Credential>,
+    /// Client-facing model name to the upstream's own name for it.
+    pub models: BTreeMap<String, String>,
+    pub price_per_1m_input_usd: f64,
+    pub price_per_1m_output_usd: f64,
+    pub region: RegionSpec,
+    pub max_concurrency: u32,
+}
+
+impl FallbackSpec {
+    pub fn to_fleet(&self) -> Endpoint {
+        Endpoint {
+            id: self.id.clone(),
+            url: base_url(&self.url),
+            kind: Kind::Fallback,
+            engine: Engine::Openai,
+            models: self.models.keys().cloned().collect(),
+            region: self.region.to_fleet(),
+            provider: None,
+            price_per_hour_usd: 0.0,
+            max_concurrency: self.max_concurrency,
+            state: State::Ready,
+            credential: self.credential.clone(),
+        }
+    }
+
+    /// The name to send upstream when it differs from the client's.
+    pub fn upstream_model(&self, client_model: &str) -> Option<&str> {
+        self.models
+            .get(client_model)
+            .map(String::as_str)
+            .filter(|m| *m != client_model)
+    }
+}
+
+/// API paths (`/v1/...`) are appended to a base, so a trailing `/v1` or `/`
+/// as written in an OpenAI-style base URL is dropped.
+pub fn base_url(url: &Url) -> String {
+    let s = url.as_str().trim_end_matches('/');
+    s.strip_suffix("/v1").unwrap_or(s).to_string()
+}
+
+/// Converts the parsed TOML table; `None` only when problems were recorded.
+pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
+    for key in table.keys() {
+        if !raw::SECTIONS.contains(&key.as_str()) {
+            p.push(
+                key.clone(),
+                format!("unknown key, expected one of {}", raw::SECTIONS.join(", ")),
+            );
+        }
+    }
+    let listen: raw::Listen = section(&mut table, "listen", p).unwrap_or_default();
+    let timeouts: raw::Timeouts = section(&mut table, "timeouts", p).unwrap_or_default();
+    let retry: raw::Retry = section(&mut table, "retry", p).unwrap_or_default();
+    let limits: raw::Limits = section(&mut table, "limits", p).unwrap_or_default();
+    let auth: raw::Auth = section(&mut table, "auth", p).unwrap_or_default();
+    let aliases: raw::Aliases = section(&mut table, "aliases", p).unwrap_or_default();
+    let health: HealthConfig = section(&mut table, "health", p).unwrap_or_default();
+    let endpoints: Vec<raw::Endpoint> = list(&mut table, "endpoints", p);
+    let fallbacks: Vec<raw::Fallback> = list(&mut table, "fallbacks", p);
+
+    let config = Config {
+        listen: convert_listen(listen, p),
+        timeouts: convert_timeouts(timeouts, p),
+        retry: convert_retry(retry, p),
+        limits: convert_limits(limits, p),
+        client_keys: convert_auth(auth, p),
+        aliases: convert_aliases(aliases, p),
+        endpoints: endpoints
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| convert_endpoint(i, e, p))
+            .collect(),
+        fallbacks: fallbacks
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, f)| convert_fallback(i, f, p))
+            .collect(),
+        health,
+    };
+    check_unique_ids(&config, p);
+    Some(config)
+}
+
+/// Deserializes one top-level table; an absent section is its default.
+pub(super) fn section<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    key: &str,
+    p: &mut Problems,
+) -> Option<T> {
+    let value = table.remove(key)?;
+    value.try_into().map_err(|e| p.push(key, serde_reason(&e))).ok()
+}
+
+/// Deserializes an array of tables element by element, so each bad element
+/// is reported with its index and the good ones still get checked.
+fn list<T: DeserializeOwned>(table: &mut toml::Table, key: &str, p: &mut Problems) -> Vec<T> {
+    match table.remove(key) {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                v.try_into()
+                    .map_err(|e| p.push(format!("{key}[{i}]"), serde_reason(&e)))
+                    .ok()
+            })
+            .collect(),
+        Some(_) => {
+            p.push(key, "expected an array of tables ([[...]])");
+            Vec::new()
+        }
+    }
+}
+
+fn serde_reason(e: &toml::de::Error) -> String {
+    e.message().trim_end().to_string()
+}
+
+fn addr(path: &str, value: Option<String>, default: &str, p: &mut Problems) -> SocketAddr {
+    let fallback = default.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    match value {
+        None => fallback,
+        Some(v) => v.parse().unwrap_or_else(|e| {
+            p.push(path, format!("`{v}` is not an IP:port address ({e})"));
+            fallback
+        }),
+    }
+}
+
+fn duration(path: &str, value: Option<String>, default: Duration, p: &mut Problems) -> Duration {
+    let Some(v) = value else { return default };
+    match humantime::parse_duration(&v) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            p.push(path, "must be greater than zero");
+            default
+        }
+        Err(e) => {
+            p.push(path, format!("`{v}` is not a duration like \"2s\" ({e})"));
+            default
+        }
+    }
+}
+
+fn convert_listen(raw: raw::Listen, p: &mut Problems) -> Listen {
+    Listen {
+        api: addr("listen.api", raw.api, "127.0.0.1:8080", p),
+        admin: addr("listen.admin", raw.admin, "127.0.0.1:9090", p),
+        tls: raw.tls.map(|t| TlsFiles {
+            cert: PathBuf::from(t.cert),
+            key: PathBuf::from(t.key),
+        }),
+    }
+}
+
+fn convert_timeouts(raw: raw::Timeouts, p: &mut Problems) -> Timeouts {
+    let d = Timeouts::default();
+    Timeouts {
+        connect: duration("timeouts.connect", raw.connect, d.connect, p),
+        headers: duration("timeouts.headers", raw.headers, d.headers, p),
+        first_token: duration("timeouts.first_token", raw.first_token, d.first_token, p),
+        inter_chunk: duration("timeouts.inter_chunk", raw.inter_chunk, d.inter_chunk, p),
+        total: duration("timeouts.total", raw.total, d.total, p),
+        header_read: duration("timeouts.header_read", raw.header_read, d.header_read, p),
+        drain: duration("timeouts.drain", raw.drain, d.drain, p),
+    }
+}
+
+fn convert_retry(raw: raw::Retry, p: &mut Problems) -> RetryConfig {
+    let d = RetryConfig::default();
+    let max_attempts = raw.max_attempts.unwrap_or(d.max_attempts);
+    if max_attempts == 0 {
+        p.push("retry.max_attempts", "must be at least 1");
+    }
+    let budget_ratio = raw.budget_ratio.unwrap_or(d.budget_ratio);
+    if !(0.0..=1.0).contains(&budget_ratio) {
+        p.push("retry.budget_ratio", "must be between 0.0 and 1.0");
+    }
+    let budget_min_per_sec = raw.budget_min_per_sec.unwrap_or(d.budget_min_per_sec);
+    if !(budget_min_per_sec >= 0.0 && budget_min_per_sec.is_finite()) {
+        p.push("retry.budget_min_per_sec", "must be a non-negative number");
+    }
+    RetryConfig {
+        max_attempts: max_attempts.max(1),
+        budget_ratio,
+        budget_min_per_sec,
+    }
+}
+
+fn convert_limits(raw: raw::Limits, p: &mut Problems) -> Limits {
+    let d = Limits::default();
+    let positive = |path: &str, v: Option<u64>, default: usize, p: &mut Problems| match v {
+        None => default,
+        Some(0) => {
+            p.push(path, "must be greater than zero");
+            default
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    Limits {
+        max_body_bytes: positive("limits.max_body_bytes", raw.max_body_bytes, d.max_body_bytes, p),
+        max_concurrency: positive(
+            "limits.max_concurrency",
+            raw.max_concurrency,
+            d.max_concurrency,
+            p,
+        ),
+    }
+}
+
+fn convert_auth(raw: raw::Auth, p: &mut Problems) -> ClientKeys {
+    let mut keys = Vec::new();
+    for (i, h) in raw.client_key_sha256.iter().enumerate() {
+        let mut digest = [0u8; 32];
+        match hex::decode_to_slice(h.trim(), &mut digest) {
+            Ok(()) => keys.push(digest),
+            Err(_) => p.push(
+                format!("auth.client_key_sha256[{i}]"),
+                "expected 64 hex characters (the SHA-256 of a key, not the key)",
+            ),
+        }
+    }
+    ClientKeys(keys)
+}
+
+fn convert_aliases(raw: raw::Aliases, p: &mut Problems) -> BTreeMap<String, String> {
+    for (alias, target) in &raw {
+        if target.is_empty() {
+            p.push(format!("aliases.{alias}"), "target model must not be empty");
+        } else if alias == target {
+            p.push(format!("aliases.{alias}"), "an alias cannot name itself");
+        } else if raw.contains_key(target) {
+            p.push(
+                format!("aliases.{alias}"),
+                format!("target `{target}` is itself an alias; aliases do not chain"),
+            );
+        }
+    }
+    raw
+}
+
+/// `None` when the URL is unusable; the problem is recorded and conversion
+/// goes on to find the rest.
+fn url(path: &str, value: &str, p: &mut Problems) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(u) => {
+            p.push(path, format!("scheme `{}` is not http or https", u.scheme()));
+            None
+        }
+        Err(e) => {
+            p.push(path, e);
+            None
+        }
+    }
+}
+
+fn region(path: &str, code: Option<String>, lat: Option<f64>, lon: Option<f64>, p: &mut Problems) -> RegionSpec {
+    let coords = match (lat, lon) {
+        (Some(lat), Some(lon)) => {
+            if !(-90.0..=90.0).contains(&lat) {
+                p.push(format!("{path}.lat"), "must be between -90 and 90");
+            }
+            if !(-180.0..=180.0).contains(&lon) {
+                p.push(format!("{path}.lon"), "must be between -180 and 180");
+            }
+            Some((lat, lon))
+        }
+        (None, None) => None,
+        _ => {
+            p.push(format!("{path}.lat"), "lat and lon go together");
+            None
+        }
+    };
+    RegionSpec {
+        code: code.unwrap_or_else(|| "unknown".into()),
+        coords,
+    }
+}
+
+fn credential(path: &str, key_env: Option<String>, p: &mut Problems) -> Option<Credential> {
+    let var = key_env?;
+    if var.is_empty() || var.contains('=') || var.contains('\0') {
+        p.push(path, "not a valid environment variable name");
+    }
+    Some(Credential::Env { var })
+}
+
+fn models(path: &str, models: &[String], p: &mut Problems) {
+    if models.is_empty() {
+        p.push(path, "at least one model is required");
+    }
+    if models.iter().any(String::is_empty) {
+        p.push(path, "model names must not be empty");
+    }
+}
+
+fn convert_endpoint(i: usize, e: raw::Endpoint, p: &mut Problems) -> Option<EndpointSpec> {
+    let at = format!("endpoints[{i}]");
+    models(&format!("{at}.models"), &e.models, p);
+    let engine = match e.engine.as_deref() {
+        None | Some("vllm") => Engine::Vllm,
+        Some("tgi") => Engine::Tgi,
+        Some("openai") => Engine::Openai,
+        Some(other) => {
+            p.push(
+                format!("{at}.engine"),
+                format!("`{other}` is not one of vllm, tgi, openai"),
+            );
+            Engine::Vllm
+        }
+    };
+    let price = e.price_per_hour_usd.unwrap_or(0.0);
+    if !(price >= 0.0 && price.is_finite()) {
+        p.push(format!("{at}.price_per_hour_usd"), "must be a non-negative number");
+    }
+    if e.max_concurrency == Some(0) {
+        p.push(format!("{at}.max_concurrency"), "must be at least 1");
+    }
+    let region = region(&at, e.region, e.lat, e.lon, p);
+    let credential = credential(&format!("{at}.key_env"), e.key_env, p);
+    Some(EndpointSpec {
+        id: e.id.unwrap_or_else(|| format!("static-{i}")),
+        url: url(&format!("{at}.url"), &e.url, p)?,
+        models: e.models,
+        engine,
+        region,
+        price_per_hour_usd: price,
+        max_concurrency: e.max_concurrency.unwrap_or(16).max(1),
+        credential,
+    })
+}
+
+fn convert_fallback(i: usize, f: raw::Fallback, p: &mut Problems) -> Option<FallbackSpec> {
+    let at = format!("fallbacks[{i}]");
+    if f.models.is_empty() {
+        p.push(format!("{at}.models"), "map at least one client model name to an upstream name");
+    }
+    for (k, v) in &f.models {
+        if v.is_empty() {
+            p.push(format!("{at}.models.{k}"), "upstream model name must not be empty");
+        }
+    }
+    for (key, v) in [
+        ("price_per_1m_input_usd", f.price_per_1m_input_usd),
+        ("price_per_1m_output_usd", f.price_per_1m_output_usd),
+    ] {
+        if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+            p.push(format!("{at}.{key}"), "must be a non-negative number");
+        }
+    }
+    let region = region(&at, f.region, f.lat, f.lon, p);
+    let credential = credential(&format!("{at}.key_env"), f.key_env, p);
+    Some(FallbackSpec {
+        id: f.id.unwrap_or_else(|| format!("fallback-{i}")),
+        url: url(&format!("{at}.url"), &f.url, p)?,
+        credential,
+        models: f.models,
+        price_per_1m_input_usd: f.price_per_1m_input_usd.unwrap_or(0.0),
+        price_per_1m_output_usd: f.price_per_1m_output_usd.unwrap_or(0.0),
+        region,
+        max_concurrency: f.max_concurrency.unwrap_or(256).max(1),
+    })
+}
+
+fn check_unique_ids(config: &Config, p: &mut Problems) {
+    let mut seen = std::collections::BTreeSet::new();
+    let ids = config
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("endpoints[{i}].id"), &e.id))
+        .chain(
+            config
+                .fallbacks
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (format!("fallbacks[{i}].id"), &f.id)),
+        );
+    for (path, id) in ids {
+        if !seen.insert(id.clone()) {
+            p.push(path, format!("duplicate id `{id}`"));
+        }
+    }
+}
