@@ -41,7 +41,8 @@ pub fn record_request(model: &str, endpoint: &str, status: u16, elapsed: Duratio
 
 /// One upstream attempt and how it ended (`ok` or a failure reason).
 pub fn record_attempt(endpoint: &str, outcome: &'static str) {
-    metrics::counter!(ATTEMPTS, "endpoint" => endpoint.to_owned(), "outcome" => outcome).increment(1);
+    metrics::counter!(ATTEMPTS, "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// A move to the next candidate, labelled with why the last one failed.

@@ -21,7 +21,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "leasegate", version, about = "An OpenAI-compatible inference gateway over leased GPU replicas")]
+#[command(
+    name = "leasegate",
+    version,
+    about = "An OpenAI-compatible inference gateway over leased GPU replicas"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -146,7 +150,10 @@ async fn gateway(args: GatewayArgs) -> CliResult {
         config.listen.admin = addr;
     }
     if args.endpoints.is_empty() && config.endpoints.is_empty() {
-        return Err("no endpoints: give --endpoint URL (repeatable) or a --config with [[endpoints]]".into());
+        return Err(
+            "no endpoints: give --endpoint URL (repeatable) or a --config with [[endpoints]]"
+                .into(),
+        );
     }
     let client = upstream::build_client(config.timeouts.connect)?;
     let base = config.endpoints.len();
@@ -157,7 +164,12 @@ async fn gateway(args: GatewayArgs) -> CliResult {
         all_models.extend(models.iter().cloned());
         config.endpoints.push(arg.into_spec(base + i, models));
     }
-    all_models.extend(config.endpoints.iter().flat_map(|e| e.models.iter().cloned()));
+    all_models.extend(
+        config
+            .endpoints
+            .iter()
+            .flat_map(|e| e.models.iter().cloned()),
+    );
     all_models.sort();
     all_models.dedup();
     let base = config.fallbacks.len();
@@ -189,7 +201,8 @@ async fn discover_models(
     let base = crate::config::base_url(&arg.url);
     let mut req = Request::get(format!("{base}/v1/models")).body(Full::new(Bytes::new()))?;
     if let Some(var) = &arg.key_env {
-        let key = std::env::var(var).map_err(|_| format!("{}: environment variable {var} is not set", arg.url))?;
+        let key = std::env::var(var)
+            .map_err(|_| format!("{}: environment variable {var} is not set", arg.url))?;
         req.headers_mut()
             .insert(header::AUTHORIZATION, format!("Bearer {key}").parse()?);
     }
@@ -201,8 +214,13 @@ async fn discover_models(
     if !resp.status().is_success() {
         return Err(fail(format!("status {}", resp.status())).into());
     }
-    let body = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?;
-    let list: ModelList = serde_json::from_slice(&body.to_bytes()).map_err(|e| fail(e.to_string()))?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let list: ModelList =
+        serde_json::from_slice(&body.to_bytes()).map_err(|e| fail(e.to_string()))?;
     let models: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
     if models.is_empty() {
         return Err(fail("it lists no models".into()).into());

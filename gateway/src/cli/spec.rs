@@ -42,7 +42,10 @@ fn split(spec: &str) -> Result<(Url, BTreeMap<String, String>), String> {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| format!("`{part}`: expected key=value"))?;
-        if opts.insert(k.trim().to_owned(), v.trim().to_owned()).is_some() {
+        if opts
+            .insert(k.trim().to_owned(), v.trim().to_owned())
+            .is_some()
+        {
             return Err(format!("`{k}` given twice"));
         }
     }
@@ -51,14 +54,23 @@ fn split(spec: &str) -> Result<(Url, BTreeMap<String, String>), String> {
 
 fn unknown(opts: &BTreeMap<String, String>, known: &[&str]) -> Result<(), String> {
     match opts.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(format!("unknown option `{k}`; expected one of {}", known.join(", "))),
+        Some(k) => Err(format!(
+            "unknown option `{k}`; expected one of {}",
+            known.join(", ")
+        )),
         None => Ok(()),
     }
 }
 
-fn number<T: std::str::FromStr>(opts: &BTreeMap<String, String>, key: &str) -> Result<Option<T>, String> {
+fn number<T: std::str::FromStr>(
+    opts: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, String> {
     opts.get(key)
-        .map(|v| v.parse().map_err(|_| format!("`{key}={v}` is not a number")))
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("`{key}={v}` is not a number"))
+        })
         .transpose()
 }
 
@@ -69,7 +81,15 @@ impl std::str::FromStr for EndpointArg {
         let (url, opts) = split(spec)?;
         unknown(
             &opts,
-            &["id", "key_env", "region", "lat", "lon", "max_concurrency", "engine"],
+            &[
+                "id",
+                "key_env",
+                "region",
+                "lat",
+                "lon",
+                "max_concurrency",
+                "engine",
+            ],
         )?;
         let coords = match (number(&opts, "lat")?, number(&opts, "lon")?) {
             (Some(lat), Some(lon)) => Some((lat, lon)),
@@ -118,7 +138,10 @@ impl EndpointArg {
     /// The typed endpoint once its models are known.
     pub fn into_spec(self, index: usize, models: Vec<String>) -> EndpointSpec {
         EndpointSpec {
-            id: self.id.clone().unwrap_or_else(|| format!("endpoint-{index}")),
+            id: self
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("endpoint-{index}")),
             credential: self.credential(),
             url: self.url,
             models,
@@ -162,9 +185,10 @@ mod tests {
 
     #[test]
     fn parses_an_endpoint_with_options() {
-        let e: EndpointArg = "http://10.0.0.7:8000,key_env=GPU_KEY,region=eu-central,max_concurrency=8"
-            .parse()
-            .unwrap();
+        let e: EndpointArg =
+            "http://10.0.0.7:8000,key_env=GPU_KEY,region=eu-central,max_concurrency=8"
+                .parse()
+                .unwrap();
         assert_eq!(e.url.as_str(), "http://10.0.0.7:8000/");
         assert_eq!(e.key_env.as_deref(), Some("GPU_KEY"));
         assert_eq!(e.region.as_deref(), Some("eu-central"));
@@ -174,7 +198,12 @@ mod tests {
 
     #[test]
     fn refuses_unknown_options_and_bad_urls() {
-        assert!("http://x,colour=red".parse::<EndpointArg>().unwrap_err().contains("colour"));
+        assert!(
+            "http://x,colour=red"
+                .parse::<EndpointArg>()
+                .unwrap_err()
+                .contains("colour")
+        );
         assert!("not a url".parse::<EndpointArg>().is_err());
         assert!("ftp://x".parse::<EndpointArg>().is_err());
         assert!("http://x,lat=1".parse::<EndpointArg>().is_err());
@@ -182,7 +211,9 @@ mod tests {
 
     #[test]
     fn a_fallback_model_renames_every_discovered_model() {
-        let f: FallbackArg = "https://api.example.com/v1,key_env=K,model=gpt-4o-mini".parse().unwrap();
+        let f: FallbackArg = "https://api.example.com/v1,key_env=K,model=gpt-4o-mini"
+            .parse()
+            .unwrap();
         let spec = f.into_spec(0, &["llama".into(), "qwen".into()]);
         assert_eq!(spec.upstream_model("llama"), Some("gpt-4o-mini"));
         assert_eq!(spec.to_fleet().url, "https://api.example.com");

@@ -7,7 +7,7 @@ use std::{fmt, path::Path};
 
 pub use typed::{
     ClientKeys, Config, EndpointSpec, FallbackSpec, Limits, Listen, RegionSpec, RetryConfig,
-    Timeouts, TlsFiles,
+    Timeouts, TlsFiles, base_url,
 };
 
 /// One thing wrong with a config file, located by its key path.

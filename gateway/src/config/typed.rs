@@ -267,7 +267,10 @@ pub(super) fn section<T: DeserializeOwned>(
     p: &mut Problems,
 ) -> Option<T> {
     let value = table.remove(key)?;
-    value.try_into().map_err(|e| p.push(key, serde_reason(&e))).ok()
+    value
+        .try_into()
+        .map_err(|e| p.push(key, serde_reason(&e)))
+        .ok()
 }
 
 /// Deserializes an array of tables element by element, so each bad element
@@ -296,7 +299,9 @@ fn serde_reason(e: &toml::de::Error) -> String {
 }
 
 fn addr(path: &str, value: Option<String>, default: &str, p: &mut Problems) -> SocketAddr {
-    let fallback = default.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let fallback = default
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     match value {
         None => fallback,
         Some(v) => v.parse().unwrap_or_else(|e| {
@@ -377,7 +382,12 @@ fn convert_limits(raw: raw::Limits, p: &mut Problems) -> Limits {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
     Limits {
-        max_body_bytes: positive("limits.max_body_bytes", raw.max_body_bytes, d.max_body_bytes, p),
+        max_body_bytes: positive(
+            "limits.max_body_bytes",
+            raw.max_body_bytes,
+            d.max_body_bytes,
+            p,
+        ),
         max_concurrency: positive(
             "limits.max_concurrency",
             raw.max_concurrency,
@@ -424,7 +434,10 @@ fn url(path: &str, value: &str, p: &mut Problems) -> Option<Url> {
     match Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(u) => {
-            p.push(path, format!("scheme `{}` is not http or https", u.scheme()));
+            p.push(
+                path,
+                format!("scheme `{}` is not http or https", u.scheme()),
+            );
             None
         }
         Err(e) => {
@@ -434,7 +447,13 @@ fn url(path: &str, value: &str, p: &mut Problems) -> Option<Url> {
     }
 }
 
-fn region(path: &str, code: Option<String>, lat: Option<f64>, lon: Option<f64>, p: &mut Problems) -> RegionSpec {
+fn region(
+    path: &str,
+    code: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    p: &mut Problems,
+) -> RegionSpec {
     let coords = match (lat, lon) {
         (Some(lat), Some(lon)) => {
             if !(-90.0..=90.0).contains(&lat) {
@@ -491,7 +510,10 @@ fn convert_endpoint(i: usize, e: raw::Endpoint, p: &mut Problems) -> Option<Endp
     };
     let price = e.price_per_hour_usd.unwrap_or(0.0);
     if !(price >= 0.0 && price.is_finite()) {
-        p.push(format!("{at}.price_per_hour_usd"), "must be a non-negative number");
+        p.push(
+            format!("{at}.price_per_hour_usd"),
+            "must be a non-negative number",
+        );
     }
     if e.max_concurrency == Some(0) {
         p.push(format!("{at}.max_concurrency"), "must be at least 1");
@@ -513,11 +535,17 @@ fn convert_endpoint(i: usize, e: raw::Endpoint, p: &mut Problems) -> Option<Endp
 fn convert_fallback(i: usize, f: raw::Fallback, p: &mut Problems) -> Option<FallbackSpec> {
     let at = format!("fallbacks[{i}]");
     if f.models.is_empty() {
-        p.push(format!("{at}.models"), "map at least one client model name to an upstream name");
+        p.push(
+            format!("{at}.models"),
+            "map at least one client model name to an upstream name",
+        );
     }
     for (k, v) in &f.models {
         if v.is_empty() {
-            p.push(format!("{at}.models.{k}"), "upstream model name must not be empty");
+            p.push(
+                format!("{at}.models.{k}"),
+                "upstream model name must not be empty",
+            );
         }
     }
     for (key, v) in [

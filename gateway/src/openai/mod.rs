@@ -110,11 +110,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_modelless_bodies() {
-        assert!(matches!(peek(b"{\"model\":"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            peek(b"{\"model\":"),
+            Err(ApiError::MalformedJson(_))
+        ));
         assert!(matches!(peek(b"[1,2]"), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(peek(b"{\"model\":3}"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            peek(b"{\"model\":3}"),
+            Err(ApiError::MalformedJson(_))
+        ));
         assert!(matches!(peek(b"{\"x\":1}"), Err(ApiError::MissingModel)));
-        assert!(matches!(peek(b"{\"model\":\"\"}"), Err(ApiError::MissingModel)));
+        assert!(matches!(
+            peek(b"{\"model\":\"\"}"),
+            Err(ApiError::MissingModel)
+        ));
     }
 
     #[test]

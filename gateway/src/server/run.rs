@@ -66,7 +66,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
             fleet: fleet.clone(),
-            selector: Arc::new(PowerOfTwo::default()),
+            selector: Arc::new(PowerOfTwo),
             upstream: Upstream::new(&config, client),
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
         });

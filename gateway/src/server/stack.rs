@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited, LengthLimitError};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
@@ -109,7 +109,12 @@ async fn dispatch(
     auth::check(&shared.config.client_keys, req.headers())?;
     let (parts, incoming) = req.into_parts();
     // 5. Body: read once, under the limit.
-    let body = read_body(incoming, &parts.headers, shared.config.limits.max_body_bytes).await?;
+    let body = read_body(
+        incoming,
+        &parts.headers,
+        shared.config.limits.max_body_bytes,
+    )
+    .await?;
     // 6. Peek: model and stream flags from the raw bytes; the bytes go upstream unchanged.
     let peek = openai::peek(&body)?;
     ctx.model = Some(peek.model.clone());

@@ -92,7 +92,10 @@ mod tests {
                 retries += 1;
             }
         }
-        assert!((190..=210).contains(&retries), "{retries} retries for 1000 requests");
+        assert!(
+            (190..=210).contains(&retries),
+            "{retries} retries for 1000 requests"
+        );
     }
 
     #[tokio::test(start_paused = true)]

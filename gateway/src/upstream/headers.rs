@@ -88,16 +88,30 @@ mod tests {
     #[test]
     fn strips_client_credentials_and_hop_headers_and_injects_the_replica_key() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-client"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-client"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-custom", HeaderValue::from_static("kept"));
         let id = HeaderValue::from_static("rid-1");
         let out = upstream_request(&h, &id, Some("sk-replica"));
         assert_eq!(out[header::AUTHORIZATION], "Bearer sk-replica");
-        for gone in ["connection", "x-secret-hop", "keep-alive", "transfer-encoding"] {
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "transfer-encoding",
+        ] {
             assert!(!out.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(out["x-custom"], "kept");
@@ -108,7 +122,10 @@ mod tests {
     #[test]
     fn without_a_replica_key_no_authorization_is_sent() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-client"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-client"),
+        );
         let out = upstream_request(&h, &HeaderValue::from_static("r"), None);
         assert!(!out.contains_key(header::AUTHORIZATION));
     }

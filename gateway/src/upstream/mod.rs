@@ -211,9 +211,19 @@ impl Upstream {
         let mut response = match timeout_at(deadline, self.client.request(request)).await {
             Err(_) => return Err(Failure::timeout("headers_timeout")),
             Ok(Err(e)) if e.is_connect() => {
-                return Err(Failure::new(FailureReason::Connect, "connect", e.to_string()));
+                return Err(Failure::new(
+                    FailureReason::Connect,
+                    "connect",
+                    e.to_string(),
+                ));
             }
-            Ok(Err(e)) => return Err(Failure::new(FailureReason::Connect, "request", e.to_string())),
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    FailureReason::Connect,
+                    "request",
+                    e.to_string(),
+                ));
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -223,7 +233,11 @@ impl Upstream {
             } else {
                 "status_5xx"
             };
-            let mut f = Failure::new(FailureReason::Status(status.as_u16()), label, status.to_string());
+            let mut f = Failure::new(
+                FailureReason::Status(status.as_u16()),
+                label,
+                status.to_string(),
+            );
             if status == StatusCode::TOO_MANY_REQUESTS {
                 f.error = ApiError::UpstreamRateLimited;
             }
@@ -235,7 +249,11 @@ impl Upstream {
             match timeout_at(deadline, response.body_mut().frame()).await {
                 Err(_) => return Err(Failure::timeout("first_token_timeout")),
                 Ok(Some(Err(e))) => {
-                    return Err(Failure::new(FailureReason::Stream, "first_token", e.to_string()));
+                    return Err(Failure::new(
+                        FailureReason::Stream,
+                        "first_token",
+                        e.to_string(),
+                    ));
                 }
                 Ok(Some(Ok(frame))) => frame.into_data().ok(),
                 Ok(None) => None,
@@ -323,7 +341,9 @@ pub fn relay_response(
     } = fwd;
     let (mut parts, incoming) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(headers::REQUEST_ID, request_id.clone());
+    parts
+        .headers
+        .insert(headers::REQUEST_ID, request_id.clone());
     let status_ok = parts.status.is_success();
     let sse = stream && status_ok;
     if status_ok {

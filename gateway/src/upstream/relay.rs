@@ -121,10 +121,10 @@ where
         }
         let failure = match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if !data.is_empty() {
-                        *this.at_event_boundary = data.ends_with(b"\n\n");
-                    }
+                if let Some(data) = frame.data_ref()
+                    && !data.is_empty()
+                {
+                    *this.at_event_boundary = data.ends_with(b"\n\n");
                 }
                 this.idle.as_mut().reset(Instant::now() + *this.inter_chunk);
                 return Poll::Ready(Some(Ok(frame)));
@@ -151,7 +151,9 @@ where
             f(failure);
         }
         if !*this.sse {
-            return Poll::Ready(Some(Err(format!("upstream body {}", failure.as_str()).into())));
+            return Poll::Ready(Some(Err(
+                format!("upstream body {}", failure.as_str()).into()
+            )));
         }
         let err = match failure {
             End::Stalled | End::TotalTimeout => ApiError::UpstreamTimeout,
@@ -227,7 +229,10 @@ mod tests {
             on_end,
         );
         let out = String::from_utf8(collect(relay).await).unwrap();
-        assert!(out.starts_with("data: 1\n\nevent: error\ndata: {\"error\""), "{out}");
+        assert!(
+            out.starts_with("data: 1\n\nevent: error\ndata: {\"error\""),
+            "{out}"
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(*ends.lock().unwrap(), [End::Stalled]);
     }
