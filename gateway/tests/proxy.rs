@@ -233,3 +233,56 @@ async fn past_the_concurrency_limit_the_answer_is_503_with_retry_after() {
     assert_eq!(slow.await.unwrap().status, 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_are_served() {
+    let (_r, gw) = single(&["m"]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::post(format!("{}/v1/chat/completions", url(gw.api_addr)))
+        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+            "m", true,
+        ))))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_lets_an_open_stream_finish() {
+    let r = replica_with(Behavior {
+        models: vec!["m".into()],
+        tokens: 20,
+        inter_token: std::time::Duration::from_millis(40),
+        ..Behavior::default()
+    })
+    .await;
+    let gw = gateway(FAST, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    let addr = gw.api_addr;
+    let stream =
+        tokio::spawn(async move { post(addr, "/v1/chat/completions", chat("m", true)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted during drain"
+    );
+    let reply = stream.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.text().ends_with("data: [DONE]\n\n"),
+        "{}",
+        reply.text()
+    );
+    stopping.await.unwrap();
+}

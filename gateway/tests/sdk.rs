@@ -23,7 +23,10 @@ fn venv_dir() -> PathBuf {
 }
 
 /// Creates the venv with the pinned client unless it is already there.
-#[expect(clippy::expect_used, reason = "a test helper; failing loudly is the point")]
+#[expect(
+    clippy::expect_used,
+    reason = "a test helper; failing loudly is the point"
+)]
 fn ensure_venv() -> PathBuf {
     let venv = venv_dir();
     let python = venv.join("bin/python");
