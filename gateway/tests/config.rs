@@ -1,4 +1,6 @@
-//! Config files: every example parses, and `check-config` names each problem by its key path.
+//! Config files and the CLI: every example parses, `check-config` names each problem by key path, quick start and `serve` answer.
+
+mod support;
 
 use std::{path::Path, process::Command};
 
@@ -130,5 +132,62 @@ fn check_config_exits_non_zero_and_prints_every_problem() {
         "{}",
         String::from_utf8_lossy(&good.stdout)
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn quick_start_discovers_each_endpoints_models() {
+    let r = support::replica(&["m1", "m2"]).await;
+    let spec = format!("{},region=eu-central,max_concurrency=4", r.url());
+    let child = tokio::task::spawn_blocking(move || {
+        support::spawn_leasegate(&[
+            "gateway",
+            "--endpoint",
+            &spec,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+    })
+    .await
+    .unwrap();
+    let models = support::get(child.1, "/v1/models").await.json();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+    let reply = support::post(child.1, "/v1/chat/completions", support::chat("m2", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn serve_answers_from_the_demo_fleet() {
+    let dir = std::env::temp_dir().join(format!("leasegate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        "[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.display().to_string();
+    let child = tokio::task::spawn_blocking(move || {
+        support::spawn_leasegate(&["serve", "--config", &cfg_arg])
+    })
+    .await
+    .unwrap();
+    let reply = support::post(
+        child.1,
+        "/v1/chat/completions",
+        support::chat("llama-3.1-8b-instruct", true),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().ends_with("data: [DONE]\n\n"));
+    drop(child);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -217,3 +217,32 @@ pub fn logs() -> String {
         .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
         .unwrap_or_default()
 }
+
+/// Runs the binary with `args` until it prints its API address; the child is killed on drop.
+pub struct Child(pub std::process::Child, pub std::net::SocketAddr);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_leasegate(args: &[&str]) -> Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line on stdout").unwrap();
+    let addr = first
+        .strip_prefix("leasegate listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .parse()
+        .unwrap();
+    Child(child, addr)
+}
