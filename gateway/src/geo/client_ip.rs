@@ -206,6 +206,9 @@ fn split_unquoted(text: &str, sep: u8) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -259,5 +262,181 @@ mod tests {
             vec![r#"a="x\",y""#, "b"]
         );
         assert_eq!(split_unquoted("", b','), vec![""]);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn peer(s: &str) -> SocketAddr {
+        SocketAddr::new(ip(s), 40000)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn proxies() -> Vec<IpNet> {
+        vec![net("10.0.0.0/8"), net("fd00::/8")]
+    }
+
+    #[test]
+    fn untrusted_peer_forwarding_headers_are_ignored() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(
+            client_ip(peer("203.0.113.7"), &h, &proxies()),
+            ip("203.0.113.7")
+        );
+        assert_eq!(client_ip(peer("203.0.113.7"), &h, &[]), ip("203.0.113.7"));
+        // A mapped peer is reported in its IPv4 form.
+        assert_eq!(
+            client_ip(peer("::ffff:203.0.113.7"), &h, &proxies()),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn trusted_chain_yields_the_rightmost_untrusted_address() {
+        let trusted = proxies();
+        // The client spoofed 6.6.6.6; our edge appended the real 198.51.100.9,
+        // and an inner proxy 10.0.0.2.
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.0.0.2")]);
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+        // Several header instances form one list, in order.
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.9,10.0.0.2"),
+        ]);
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+        // A trusted peer given only trusted hops: the left-most one.
+        let h = headers(&[("x-forwarded-for", "10.9.9.9, 10.0.0.2")]);
+        assert_eq!(
+            client_ip(peer("::ffff:10.0.0.3"), &h, &trusted),
+            ip("10.9.9.9")
+        );
+        // No header at all: the peer.
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.3")
+        );
+        // Ports and IPv6 in X-Forwarded-For.
+        let h = headers(&[("x-forwarded-for", "[2001:db8::5]:443, 10.0.0.2:8080")]);
+        assert_eq!(client_ip(peer("fd00::1"), &h, &trusted), ip("2001:db8::5"));
+    }
+
+    #[test]
+    fn malformed_entries_stop_the_walk_at_the_last_good_address() {
+        let trusted = proxies();
+        let h = headers(&[("x-forwarded-for", "198.51.100.9, garbage, 10.0.0.2")]);
+        assert_eq!(client_ip(peer("10.0.0.3"), &h, &trusted), ip("10.0.0.2"));
+        let h = headers(&[("x-forwarded-for", "198.51.100.9, unknown")]);
+        assert_eq!(client_ip(peer("10.0.0.3"), &h, &trusted), ip("10.0.0.3"));
+        let h = headers(&[("forwarded", "for=198.51.100.9, for=_hidden, for=10.0.0.2")]);
+        assert_eq!(client_ip(peer("10.0.0.3"), &h, &trusted), ip("10.0.0.2"));
+        // Non-text bytes in a later instance stop the walk before the earlier one.
+        let mut h = headers(&[("x-forwarded-for", "198.51.100.9")]);
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(client_ip(peer("10.0.0.3"), &h, &trusted), ip("10.0.0.3"));
+        // Empty list elements are skipped, not malformed.
+        let h = headers(&[("x-forwarded-for", "198.51.100.9,, 10.0.0.2,")]);
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+    }
+
+    #[test]
+    fn forwarded_header_with_quoted_v6_and_extra_params() {
+        let trusted = proxies();
+        let h = headers(&[(
+            "forwarded",
+            r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https;by="[fd00::2]", For="[fd00::9]""#,
+        )]);
+        assert_eq!(
+            client_ip(peer("fd00::1"), &h, &trusted),
+            ip("2001:db8:cafe::17")
+        );
+        // A quoted comma does not split the element.
+        let h = headers(&[("forwarded", r#"for=198.51.100.9;host="a,b", for=10.0.0.2"#)]);
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+        // Both headers naming the same client agree.
+        let h = headers(&[
+            ("forwarded", "for=198.51.100.9"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ]);
+        assert_eq!(
+            client_ip(peer("10.0.0.3"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+    }
+
+    /// Our proxy maintains one header; a client-written copy of the other must
+    /// not let it pick its own address.
+    #[test]
+    fn spoofed_second_header_family_cannot_choose_the_client() {
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        assert_eq!(client_ip(peer("10.0.0.3"), &h, &proxies()), ip("10.0.0.3"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn client_ip_never_panics_on_arbitrary_header_bytes(
+            xff in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4),
+            fwd in proptest::collection::vec("[0-9a-fA-F.:\\[\\]\",;= forFOR_\\\\-]{0,60}", 0..4),
+            peer_bits in any::<u128>(),
+            v4_peer in any::<bool>(),
+            trust_all in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for v in &xff {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append("x-forwarded-for", v);
+                }
+            }
+            for v in &fwd {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append("forwarded", v);
+                }
+            }
+            let peer_ip = if v4_peer { IpAddr::V4((peer_bits as u32).into()) } else { IpAddr::V6(peer_bits.into()) };
+            let trusted = if trust_all { vec![net("0.0.0.0/0"), net("::/0")] } else { vec![net("10.0.0.0/8")] };
+            let got = client_ip(SocketAddr::new(peer_ip, 1), &h, &trusted);
+            let canonical = match peer_ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer_ip, IpAddr::V4),
+                v4 => v4,
+            };
+            // Headers from an untrusted peer never matter.
+            if !trusted.iter().any(|n| n.contains(&canonical)) {
+                prop_assert_eq!(got, canonical);
+            }
+        }
     }
 }
