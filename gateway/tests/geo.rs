@@ -163,6 +163,25 @@ fn writer_output_reads_back_through_maxminddb_at_every_record_size() {
     }
 }
 
+/// Record values at or above 2^24 need the shared middle-byte nibble of a
+/// 28-bit node; a 17 MB value pushes the next data offset there.
+#[test]
+fn writer_28_bit_records_carry_the_top_nibble() {
+    let dir = scratch("writer28");
+    let mut w = MmdbWriter::new("Test", 6, 28);
+    w.insert(net("192.0.2.0/24"), &Value::Str("x".repeat(17 << 20)));
+    // The node for 198.51.100.0/24 gets a small left record (empty) and a
+    // large right one, so swapped or lost nibbles change the answers.
+    w.insert(net("198.51.100.128/25"), &flat(1.5, 2.5, "AA", "right"));
+    w.insert(net("203.0.113.0/25"), &flat(3.5, 4.5, "BB", "left"));
+    let file = w.write_to(&dir, "w28.mmdb");
+    let db = GeoDb::open(&[file], GeoOptions::default()).unwrap();
+    assert_near(db.lookup(ip("198.51.100.200")).unwrap(), 1.5, 2.5);
+    assert_eq!(db.lookup(ip("198.51.100.1")), None);
+    assert_near(db.lookup(ip("203.0.113.1")).unwrap(), 3.5, 4.5);
+    assert_eq!(db.lookup(ip("203.0.113.200")), None);
+}
+
 #[test]
 fn city_schema_finds_inserted_networks_and_nothing_else() {
     let dir = scratch("city");

@@ -7,13 +7,14 @@
 //! written once per insert, without pointers or de-duplication: test files
 //! are tiny.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 /// A value of the MaxMind DB data section.
 #[derive(Clone, Debug)]
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "each test binary that includes this file uses a different part"
+)]
 pub enum Value {
     Str(String),
     Double(f64),
@@ -26,7 +27,10 @@ pub enum Value {
     Map(Vec<(String, Value)>),
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "each test binary that includes this file uses a different part"
+)]
 impl Value {
     pub fn str(s: &str) -> Value {
         Value::Str(s.to_owned())
@@ -68,7 +72,10 @@ pub struct MmdbWriter {
     data: Vec<u8>,
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "each test binary that includes this file uses a different part"
+)]
 impl MmdbWriter {
     /// `ip_version` is 4 or 6; `record_size` is 24, 28 or 32 bits.
     pub fn new(database_type: &str, ip_version: u16, record_size: u16) -> Self {
@@ -253,10 +260,4 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
             }
         }
     }
-}
-
-/// An address inside `net`, for lookups.
-#[allow(dead_code)]
-pub fn first_host(net: &str) -> IpAddr {
-    net.parse::<IpNet>().unwrap().network()
 }
