@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use leasegate_fleet::region::Continent;
-use leasegate_gateway::geo::{GeoDb, GeoError, GeoOptions, Location};
+use leasegate_gateway::geo::{GeoDb, GeoError, GeoOptions, Location, LocationSource, locate};
 use mmdb_writer::{MmdbWriter, Value};
 
 fn ip(s: &str) -> IpAddr {
@@ -203,6 +203,26 @@ fn city_schema_finds_inserted_networks_and_nothing_else() {
     assert_eq!(db.lookup(ip("10.1.2.3")), None);
     // Asking again hits the cache and must say the same.
     assert_eq!(db.lookup(ip("81.2.69.1")), Some(london));
+}
+
+#[test]
+fn locate_uses_the_forwarded_client_behind_a_trusted_proxy() {
+    let dir = scratch("locate");
+    let db = GeoDb::open(&[city_db(&dir, 24)], GeoOptions::default()).unwrap();
+    let proxy = "10.0.0.3:5000".parse().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-forwarded-for", "81.2.69.7, 10.0.0.9".parse().unwrap());
+
+    let got = locate(Some(&db), proxy, &headers, &[net("10.0.0.0/8")], false);
+    assert_eq!(got.ip, ip("81.2.69.7"));
+    assert_eq!(got.source, LocationSource::GeoIp);
+    assert_eq!(got.location.unwrap().country.unwrap(), "GB");
+
+    // Untrusted, the proxy itself is the client, and 10/8 has no location.
+    let got = locate(Some(&db), proxy, &headers, &[], false);
+    assert_eq!(got.ip, ip("10.0.0.3"));
+    assert_eq!(got.source, LocationSource::Unknown);
+    assert_eq!(got.location, None);
 }
 
 #[test]

@@ -7,9 +7,12 @@
 mod client_ip;
 mod db;
 
+use std::net::{IpAddr, SocketAddr};
+
 pub use client_ip::client_ip;
 pub use db::{GeoDb, GeoError, GeoOptions};
 use http::HeaderMap;
+use ipnet::IpNet;
 use leasegate_fleet::region::{self, Continent, RegionInfo};
 
 /// The request header that names the client's region explicitly.
@@ -105,6 +108,56 @@ pub fn region_override(headers: &HeaderMap, allowed: bool) -> Option<RegionInfo>
     region::lookup(value.to_str().ok()?)
 }
 
+/// Where a request comes from, and how we know.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Located {
+    /// The client address (see [`client_ip`]), whichever source placed it.
+    pub ip: IpAddr,
+    pub location: Option<Location>,
+    pub source: LocationSource,
+}
+
+/// What placed the client, for explain headers and the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocationSource {
+    /// The `x-leasegate-region` header, naming this catalogue code.
+    RegionHeader(&'static str),
+    GeoIp,
+    /// No database, or the address is not in it: no geography term.
+    Unknown,
+}
+
+/// The geo stage in one call: the region header when `allow_override`,
+/// else the GeoIP location of the client address.
+pub fn locate(
+    db: Option<&GeoDb>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    allow_override: bool,
+) -> Located {
+    let ip = client_ip(peer, headers, trusted);
+    if let Some(r) = region_override(headers, allow_override) {
+        return Located {
+            ip,
+            location: Some(r.into()),
+            source: LocationSource::RegionHeader(r.code),
+        };
+    }
+    match db.and_then(|db| db.lookup(ip)) {
+        Some(location) => Located {
+            ip,
+            location: Some(location),
+            source: LocationSource::GeoIp,
+        },
+        None => Located {
+            ip,
+            location: None,
+            source: LocationSource::Unknown,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -126,6 +179,21 @@ mod tests {
         assert_eq!(region_override(&headers, true), None);
 
         assert_eq!(region_override(&HeaderMap::new(), true), None);
+    }
+
+    #[test]
+    fn locate_prefers_an_allowed_region_header() {
+        let peer: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(REGION_HEADER, HeaderValue::from_static("ap-northeast-1"));
+        let got = locate(None, peer, &headers, &[], true);
+        assert_eq!(got.source, LocationSource::RegionHeader("ap-northeast-1"));
+        assert_eq!(got.location.unwrap().country.unwrap(), "JP");
+        assert_eq!(got.ip, peer.ip());
+
+        let got = locate(None, peer, &headers, &[], false);
+        assert_eq!(got.source, LocationSource::Unknown);
+        assert_eq!(got.location, None);
     }
 
     #[test]
