@@ -5,6 +5,7 @@
 pub mod fleet;
 pub mod health;
 pub mod route;
+pub mod geo;
 
 pub mod admin;
 pub mod auth;
