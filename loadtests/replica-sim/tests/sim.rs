@@ -486,3 +486,64 @@ async fn dropping_the_replica_closes_the_port() {
     }
     assert!(refused, "the listener must be closed after drop");
 }
+
+#[tokio::test]
+async fn binary_prints_its_url_serves_and_exits_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replica-sim"))
+        .args(["--listen", "127.0.0.1:0", "--model", "a", "--model", "b"])
+        .args(["--tokens", "3", "--api-key-env", "SIM_TEST_KEY"])
+        .env("SIM_TEST_KEY", "bin-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = timeout(Duration::from_secs(10), line)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("replica-sim listening on http://")
+        .unwrap();
+    let addr: std::net::SocketAddr = url.parse().unwrap();
+
+    let mut req = get("/v1/models");
+    req.headers_mut()
+        .insert("authorization", "Bearer bin-secret".parse().unwrap());
+    let resp = send_to(addr, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&body)["data"][1]["id"], "b");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut stderr = child.stderr.take().unwrap();
+    let done = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).unwrap();
+        (status, logs)
+    });
+    let (status, logs) = timeout(Duration::from_secs(10), done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}: {logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(
+        !logs.contains("bin-secret"),
+        "the key leaked into the logs: {logs}"
+    );
+}
