@@ -301,6 +301,33 @@ async fn stall_after_keeps_the_stream_open_and_silent() {
 }
 
 #[tokio::test]
+async fn stalled_stream_frees_its_slot_when_the_client_goes_away() {
+    let (r, mut body) = open_stream(Behavior {
+        stall_after: Some(1),
+        max_concurrency: 1,
+        ..behavior(8)
+    })
+    .await;
+    timeout(WAIT, frame(&mut body)).await.unwrap().unwrap();
+    assert_eq!(r.stats().running, 1);
+    drop(body);
+    let mut freed = false;
+    for _ in 0..50 {
+        let s = r.stats();
+        if s.in_flight == 0 && s.running == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "{:?}", r.stats());
+    assert_eq!(
+        call(&r, post("/v1/chat/completions", &chat(""))).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn disconnect_after_ends_the_body_with_an_error() {
     let (_replica, mut body) = open_stream(Behavior {
         disconnect_after: Some(2),
