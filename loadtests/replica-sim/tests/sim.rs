@@ -574,3 +574,40 @@ async fn binary_prints_its_url_serves_and_exits_on_sigterm() {
         "the key leaked into the logs: {logs}"
     );
 }
+
+#[tokio::test]
+async fn ttft_and_inter_token_delays_pace_the_reply() {
+    // Lower bounds only: the delays are behaviour, the upper side is the machine's.
+    let ttft = Duration::from_millis(60);
+    let itl = Duration::from_millis(20);
+    let (r, mut body) = open_stream(Behavior {
+        ttft,
+        inter_token: itl,
+        ..behavior(3)
+    })
+    .await;
+    let start = tokio::time::Instant::now();
+    timeout(Duration::from_secs(5), frame(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    // Headers were already out, so the wait is measured from after them.
+    assert!(
+        start.elapsed() >= ttft - Duration::from_millis(5),
+        "{:?}",
+        start.elapsed()
+    );
+    while timeout(Duration::from_secs(5), frame(&mut body))
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    assert!(start.elapsed() >= ttft + itl * 2 - Duration::from_millis(5));
+
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        call(&r, post("/v1/chat/completions", &chat(""))).await.0,
+        StatusCode::OK
+    );
+    assert!(start.elapsed() >= ttft + itl * 2, "{:?}", start.elapsed());
+}
