@@ -3,9 +3,9 @@
 //! first byte reaches the client.
 
 pub mod fleet;
+pub mod geo;
 pub mod health;
 pub mod route;
-pub mod geo;
 
 pub mod admin;
 pub mod auth;

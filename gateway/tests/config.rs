@@ -30,7 +30,10 @@ fn the_full_example_has_what_it_documents() {
     let c = Config::load(&repo_config_dir().join("leasegate.toml")).unwrap();
     assert_eq!(c.endpoints.len(), 2);
     assert_eq!(c.endpoints[0].region.coords, Some((50.11, 8.68)));
-    assert_eq!(c.endpoints[1].region.coords, None);
+    // A known region code without lat/lon takes the catalogue's coordinates.
+    let known = leasegate_fleet::region::lookup("na-us-west").map(|r| (r.lat, r.lon));
+    assert!(known.is_some());
+    assert_eq!(c.endpoints[1].region.coords, known);
     assert_eq!(c.fallbacks[0].to_fleet().url, "https://api.openai.com");
     assert_eq!(
         c.fallbacks[0].upstream_model("llama-3.1-8b-instruct"),

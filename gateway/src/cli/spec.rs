@@ -146,10 +146,10 @@ impl EndpointArg {
             url: self.url,
             models,
             engine: self.engine,
-            region: RegionSpec {
-                code: self.region.unwrap_or_else(|| "unknown".into()),
-                coords: self.coords,
-            },
+            region: RegionSpec::resolve(
+                self.region.unwrap_or_else(|| "unknown".into()),
+                self.coords,
+            ),
             price_per_hour_usd: 0.0,
             max_concurrency: self.max_concurrency.unwrap_or(16).max(1),
         }
@@ -170,10 +170,7 @@ impl FallbackArg {
             models: mapping,
             price_per_1m_input_usd: 0.0,
             price_per_1m_output_usd: 0.0,
-            region: RegionSpec {
-                code: self.region.unwrap_or_else(|| "unknown".into()),
-                coords: None,
-            },
+            region: RegionSpec::resolve(self.region.unwrap_or_else(|| "unknown".into()), None),
             max_concurrency: 256,
         }
     }

@@ -115,24 +115,34 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default)]
 pub struct ClientKeys(pub Vec<[u8; 32]>);
 
-/// Where an endpoint runs. Coordinates are optional: a region code alone is
-/// resolved by the region catalogue when it lands, and an endpoint without
-/// coordinates simply gets no geography term when routing.
+/// Where an endpoint runs. Coordinates come from config or, for a known
+/// region code, from the region catalogue; an endpoint with neither gets no
+/// geography term when routing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegionSpec {
     pub code: String,
+    pub country: Option<String>,
     pub coords: Option<(f64, f64)>,
 }
 
 impl RegionSpec {
+    /// Fills coordinates and country from the catalogue where config left them out.
+    pub fn resolve(code: String, coords: Option<(f64, f64)>) -> Self {
+        let known = leasegate_fleet::region::lookup(&code);
+        Self {
+            country: known.and_then(|r| r.country).map(str::to_owned),
+            coords: coords.or(known.map(|r| (r.lat, r.lon))),
+            code,
+        }
+    }
+
     /// The fleet contract requires numbers; unknown coordinates travel as NaN,
-    /// which the route scorer must treat as "no geography".
-    // Hook: `leasegate_fleet::region::lookup(code)` fills coords when absent.
+    /// which the route scorer treats as "no geography".
     pub fn to_fleet(&self) -> Region {
         let (lat, lon) = self.coords.unwrap_or((f64::NAN, f64::NAN));
         Region {
             code: self.code.clone(),
-            country: None,
+            country: self.country.clone(),
             lat,
             lon,
         }
@@ -470,10 +480,7 @@ fn region(
             None
         }
     };
-    RegionSpec {
-        code: code.unwrap_or_else(|| "unknown".into()),
-        coords,
-    }
+    RegionSpec::resolve(code.unwrap_or_else(|| "unknown".into()), coords)
 }
 
 fn credential(path: &str, key_env: Option<String>, p: &mut Problems) -> Option<Credential> {
