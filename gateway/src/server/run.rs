@@ -59,6 +59,7 @@ impl Gateway {
         let api_addr = api.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
+        warn_missing_keys(&config);
         let fleet = FleetView::new(config.health.clone());
         let merge = spawn_merge(Arc::clone(&config), fleet.clone(), fleet_rx);
         let prober = health::spawn_prober(fleet.clone(), health::probe_client(&config.health)?);
@@ -147,4 +148,21 @@ pub fn with_config_endpoints(snapshot: &Snapshot, config: &Config) -> Snapshot {
         .endpoints
         .extend(config.fallbacks.iter().map(|f| f.to_fleet()));
     merged
+}
+
+/// A key variable that is unset means the upstream will answer 401; say so
+/// at start (by variable name only) rather than on the first request.
+fn warn_missing_keys(config: &Config) {
+    let creds = config
+        .endpoints
+        .iter()
+        .map(|e| (&e.id, &e.credential))
+        .chain(config.fallbacks.iter().map(|f| (&f.id, &f.credential)));
+    for (id, cred) in creds {
+        if let Some(leasegate_fleet::Credential::Env { var }) = cred
+            && std::env::var_os(var).is_none()
+        {
+            tracing::warn!(endpoint = %id, variable = %var, "key variable is not set; requests go without a key");
+        }
+    }
 }

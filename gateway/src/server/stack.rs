@@ -108,13 +108,15 @@ async fn dispatch(
     // 4. Authentication.
     auth::check(&shared.config.client_keys, req.headers())?;
     let (parts, incoming) = req.into_parts();
-    // 5. Body: read once, under the limit.
-    let body = read_body(
-        incoming,
-        &parts.headers,
-        shared.config.limits.max_body_bytes,
+    // 5. Body: read once, under the limit; a client trickling it would hold
+    //    a concurrency slot, so reading is bounded by the total timeout too.
+    let limit = shared.config.limits.max_body_bytes;
+    let body = tokio::time::timeout(
+        shared.config.timeouts.total,
+        read_body(incoming, &parts.headers, limit),
     )
-    .await?;
+    .await
+    .map_err(|_| ApiError::BodyRead)??;
     // 6. Peek: model and stream flags from the raw bytes; the bytes go upstream unchanged.
     let peek = openai::peek(&body)?;
     ctx.model = Some(peek.model.clone());
