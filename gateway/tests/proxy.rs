@@ -286,3 +286,57 @@ async fn shutdown_stops_accepting_but_lets_an_open_stream_finish() {
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn tls_listener_negotiates_h2_with_alpn_and_serves() {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let r = replica(&["m"]).await;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let cert = data.join("test-cert.pem");
+    let toml = format!(
+        "{FAST}\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        data.join("test-key.pem").display()
+    );
+    let gw = gateway(&toml, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(https);
+    let req = http::Request::post(format!(
+        "https://localhost:{}/v1/chat/completions",
+        gw.api_addr.port()
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+        "m", false,
+    ))))
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+    );
+    let req = http::Request::get(format!("{}/health", url(gw.api_addr)))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert!(plain.request(req).await.is_err());
+    gw.shutdown().await;
+}

@@ -135,4 +135,29 @@ mod tests {
         assert_eq!(v["stream"], false);
         assert!(v["messages"].as_array().unwrap().is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn peek_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = peek(&bytes);
+        }
+
+        #[test]
+        fn peek_finds_the_model_among_any_other_fields(
+            model in "[a-zA-Z0-9._/:-]{1,40}",
+            extra in proptest::collection::btree_map("[a-z_]{1,10}", "[ -~]{0,20}", 0..6),
+            stream in proptest::bool::ANY,
+        ) {
+            let mut obj = serde_json::Map::new();
+            for (k, v) in &extra {
+                obj.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            obj.insert("model".into(), model.clone().into());
+            obj.insert("stream".into(), stream.into());
+            let body = serde_json::to_vec(&obj).unwrap();
+            let p = peek(&body).unwrap();
+            proptest::prop_assert_eq!(p.model, model);
+            proptest::prop_assert_eq!(p.stream, stream);
+        }
+    }
 }
