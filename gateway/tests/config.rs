@@ -78,6 +78,9 @@ urll = "typo"
 [[fallbacks]]
 url = "https://api.example.com"
 models = {}
+
+[geo]
+trusted_proxies = ["10.0.0.0/8", "nope"]
 "#;
 
 #[test]
@@ -96,6 +99,7 @@ fn every_problem_is_reported_with_its_key_path() {
         "endpoints[2].lat: lat and lon go together",
         "endpoints[3]: unknown field `urll`",
         "fallbacks[0].models: map at least one client model name",
+        "geo.trusted_proxies[1]: `nope` is not an IP or CIDR",
     ];
     for e in expect {
         assert!(
@@ -123,7 +127,7 @@ fn check_config_exits_non_zero_and_prints_every_problem() {
         stdout.contains("endpoints[2].url: relative URL without a base"),
         "{stdout}"
     );
-    assert!(stdout.contains("11 problem(s)"), "{stdout}");
+    assert!(stdout.contains("12 problem(s)"), "{stdout}");
 
     let good = Command::new(env!("CARGO_BIN_EXE_leasegate"))
         .arg("check-config")

@@ -6,8 +6,8 @@ mod typed;
 use std::{fmt, path::Path};
 
 pub use typed::{
-    ClientKeys, Config, EndpointSpec, FallbackSpec, Limits, Listen, RegionSpec, RetryConfig,
-    Timeouts, TlsFiles, base_url,
+    ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
+    RetryConfig, Timeouts, TlsFiles, base_url,
 };
 
 /// One thing wrong with a config file, located by its key path.

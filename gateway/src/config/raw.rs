@@ -14,6 +14,7 @@ pub const SECTIONS: &[&str] = &[
     "auth",
     "aliases",
     "health",
+    "geo",
     "endpoints",
     "fallbacks",
 ];
@@ -69,6 +70,16 @@ pub struct Auth {
 }
 
 pub type Aliases = BTreeMap<String, String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geo {
+    #[serde(default)]
+    pub mmdb: Vec<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub allow_region_header: Option<bool>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

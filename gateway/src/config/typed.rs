@@ -22,6 +22,28 @@ pub struct Config {
     pub endpoints: Vec<EndpointSpec>,
     pub fallbacks: Vec<FallbackSpec>,
     pub health: HealthConfig,
+    pub geo: GeoConfig,
+}
+
+/// Locating clients for geographic routing.
+#[derive(Clone, Debug)]
+pub struct GeoConfig {
+    /// GeoLite2/DB-IP City mmdb files; none means no GeoIP term.
+    pub mmdb: Vec<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether `x-leasegate-region` may name the client's region.
+    pub allow_region_header: bool,
+}
+
+impl Default for GeoConfig {
+    fn default() -> Self {
+        Self {
+            mmdb: Vec::new(),
+            trusted_proxies: Vec::new(),
+            allow_region_header: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +266,7 @@ pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config
     let auth: raw::Auth = section(&mut table, "auth", p).unwrap_or_default();
     let aliases: raw::Aliases = section(&mut table, "aliases", p).unwrap_or_default();
     let health: HealthConfig = section(&mut table, "health", p).unwrap_or_default();
+    let geo: raw::Geo = section(&mut table, "geo", p).unwrap_or_default();
     let endpoints: Vec<raw::Endpoint> = list(&mut table, "endpoints", p);
     let fallbacks: Vec<raw::Fallback> = list(&mut table, "fallbacks", p);
 
@@ -265,6 +288,7 @@ pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config
             .filter_map(|(i, f)| convert_fallback(i, f, p))
             .collect(),
         health,
+        geo: convert_geo(geo, p),
     };
     check_unique_ids(&config, p);
     Some(config)
@@ -420,6 +444,30 @@ fn convert_auth(raw: raw::Auth, p: &mut Problems) -> ClientKeys {
         }
     }
     ClientKeys(keys)
+}
+
+fn convert_geo(raw: raw::Geo, p: &mut Problems) -> GeoConfig {
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, net)| {
+            net.parse::<ipnet::IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    p.push(
+                        format!("geo.trusted_proxies[{i}]"),
+                        format!("`{net}` is not an IP or CIDR"),
+                    )
+                })
+                .ok()
+        })
+        .collect();
+    GeoConfig {
+        mmdb: raw.mmdb.into_iter().map(PathBuf::from).collect(),
+        trusted_proxies,
+        allow_region_header: raw.allow_region_header.unwrap_or(true),
+    }
 }
 
 fn convert_aliases(raw: raw::Aliases, p: &mut Problems) -> BTreeMap<String, String> {

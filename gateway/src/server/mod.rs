@@ -54,7 +54,7 @@ pub fn serve<H, F>(
     handler: H,
 ) -> JoinHandle<()>
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     tokio::spawn(async move {
@@ -85,7 +85,7 @@ where
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let handler = handler.clone();
-                            async move { Ok::<_, Infallible>(handler(req).await) }
+                            async move { Ok::<_, Infallible>(handler(req, peer).await) }
                         });
                         match tls {
                             None => serve_io(&builder, watcher, stream, service, peer).await,

@@ -13,6 +13,7 @@ use crate::{
     admin,
     config::Config,
     fleet::FleetView,
+    geo::{GeoDb, GeoOptions},
     health, metrics,
     route::PowerOfTwo,
     upstream::{self, Upstream},
@@ -26,6 +27,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("cannot set up the upstream client: {0}")]
     Client(#[from] rustls::Error),
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
 }
 
 /// The gateway entry point.
@@ -64,12 +67,18 @@ impl Gateway {
         let merge = spawn_merge(Arc::clone(&config), fleet.clone(), fleet_rx);
         let prober = health::spawn_prober(fleet.clone(), health::probe_client(&config.health)?);
         let client = upstream::build_client(config.timeouts.connect)?;
+        let geo = if config.geo.mmdb.is_empty() {
+            None
+        } else {
+            Some(GeoDb::open(&config.geo.mmdb, GeoOptions::default())?)
+        };
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
             fleet: fleet.clone(),
             selector: Arc::new(PowerOfTwo),
             upstream: Upstream::new(&config, client),
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
+            geo,
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -82,13 +91,16 @@ impl Gateway {
             tls: None,
             ..api_opts.clone()
         };
-        let api_task = serve(api, api_opts, shutdown_rx.clone(), move |req| {
-            super::stack::handle(Arc::clone(&shared), req)
+        let api_task = serve(api, api_opts, shutdown_rx.clone(), move |req, peer| {
+            super::stack::handle(Arc::clone(&shared), req, peer)
         });
         let admin_fleet = fleet.clone();
-        let admin_task = serve(admin_listener, admin_opts, shutdown_rx, move |req| {
-            admin::handle(prometheus.clone(), admin_fleet.clone(), req)
-        });
+        let admin_task = serve(
+            admin_listener,
+            admin_opts,
+            shutdown_rx,
+            move |req, _peer| admin::handle(prometheus.clone(), admin_fleet.clone(), req),
+        );
         tracing::info!(%api_addr, %admin_addr, tls = config.listen.tls.is_some(), "gateway started");
         Ok(Running {
             api_addr,

@@ -1,6 +1,6 @@
 //! The request stack, built in one place: each layer of the request path in order.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -17,6 +17,7 @@ use crate::{
     config::Config,
     error::ApiError,
     fleet::FleetView,
+    geo::{self, GeoDb},
     openai,
     route::{RouteRequest, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
@@ -30,13 +31,19 @@ pub struct Shared {
     pub selector: Arc<dyn Selector>,
     pub upstream: Upstream,
     pub limiter: Arc<Semaphore>,
+    /// GeoIP database, when configured.
+    pub geo: Option<GeoDb>,
 }
 
 /// The API paths that proxy to an upstream.
 const PROXIED: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 /// Handles one API request from start to (the start of) its response.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     // 1. Concurrency limit: shed at once with 503 + Retry-After, never queue.
     let permit = Arc::clone(&shared.limiter).try_acquire_owned().ok();
     // 2. Request id: the client's or a new one; echoed on every answer and sent upstream.
@@ -51,14 +58,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let result = if overloaded {
         Err(ApiError::Overloaded)
     } else {
-        dispatch(&shared, req, &mut ctx).await
+        dispatch(&shared, req, peer, &mut ctx).await
     };
     match result {
         Ok(Reply::Local(resp)) => {
             ctx.finish(resp.status().as_u16(), "local");
             with_request_id(resp, &request_id)
         }
-        // 10. Relay the answer unbuffered; the access line is written when it ends.
+        // 11. Relay the answer unbuffered; the access line is written when it ends.
         Ok(Reply::Proxied { forwarded, stream }) => {
             let status = forwarded.response.status().as_u16();
             let started = ctx.started;
@@ -83,6 +90,7 @@ enum Reply {
 async fn dispatch(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
+    peer: SocketAddr,
     ctx: &mut RequestCtx,
 ) -> Result<Reply, ApiError> {
     let path = req.uri().path();
@@ -131,14 +139,23 @@ async fn dispatch(
     if !state.serves(pool_model) {
         return Err(ApiError::UnknownModel(peek.model));
     }
-    // 8. Selection: the order in which endpoints are tried, fallbacks last.
+    // 8. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
+    let geo = &shared.config.geo;
+    let located = geo::locate(
+        shared.geo.as_ref(),
+        peer,
+        &parts.headers,
+        &geo.trusted_proxies,
+        geo.allow_region_header,
+    );
+    // 9. Selection: the order in which endpoints are tried, fallbacks last.
     let route = RouteRequest {
         model: pool_model,
-        client_location: None,
+        client_location: located.location.map(|l| (l.lat, l.lon)),
         affinity_key: peek.user.as_deref(),
     };
     let order = shared.selector.order(&route, &state.candidates(pool_model));
-    // 9. Forward with failover, before any byte reaches the client.
+    // 10. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
         .uri
         .path_and_query()
