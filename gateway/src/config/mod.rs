@@ -1,5 +1,6 @@
 //! Gateway configuration: the TOML file parsed into typed values, with every problem reported by key path.
 
+mod convert;
 mod raw;
 mod typed;
 
@@ -82,7 +83,7 @@ impl Config {
                 return Err(problems.0);
             }
         };
-        let config = typed::convert(table, &mut problems);
+        let config = convert::convert(table, &mut problems);
         if problems.0.is_empty() {
             config.ok_or_else(Vec::new)
         } else {
