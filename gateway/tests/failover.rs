@@ -71,6 +71,14 @@ async fn a_503_fails_over_to_another_replica() {
         bad.stats().errors_injected > 0,
         "the failing replica was never tried"
     );
+    let metrics = get(gw.admin_addr, "/metrics").await.text();
+    for needle in [
+        "leasegate_failovers_total{reason=\"status_5xx\"}",
+        "leasegate_upstream_attempts_total{endpoint=\"bad\",outcome=\"status_5xx\"}",
+        "leasegate_ttft_seconds",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
     gw.shutdown().await;
 }
 
