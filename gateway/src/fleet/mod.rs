@@ -149,11 +149,19 @@ impl<'a> Candidates<'a> {
     /// The non-fallback endpoint owning `key` on the pool's consistent-hash
     /// ring, whatever its current state.
     pub fn affinity_target(&self, key: &str) -> Option<&'a Arc<EndpointHandle>> {
-        let pool = self.pool?;
-        let ring = pool
-            .ring
-            .get_or_init(|| crate::route::Ring::build(&pool.primary));
-        pool.primary.get(ring.lookup(key)?)
+        self.affinity_walk(key).next()
+    }
+
+    /// Non-fallback endpoints in ring order from `key`'s owner; endless and
+    /// repeating, so bound it.
+    pub fn affinity_walk(&self, key: &str) -> impl Iterator<Item = &'a Arc<EndpointHandle>> + 'a {
+        let walk = self.pool.map(|pool| {
+            let ring = pool
+                .ring
+                .get_or_init(|| crate::route::Ring::build(&pool.primary));
+            ring.walk(key).filter_map(|i| pool.primary.get(i))
+        });
+        walk.into_iter().flatten()
     }
 
     pub(crate) fn region_count(&self) -> usize {

@@ -10,8 +10,14 @@ use sha2::{Digest, Sha256};
 
 use crate::fleet::EndpointHandle;
 
-/// Sends one conversation to one endpoint so its KV cache is reused, while
-/// that endpoint is eligible and below `max_load`; otherwise scoring decides.
+/// Sends one conversation to one endpoint so its KV cache is reused.
+///
+/// The key's endpoint is the first one on the ring, walking from the key,
+/// that is available, permitted and in the request's near tier: a ring over
+/// the whole pool would otherwise pin a Frankfurt user to a Tokyo replica,
+/// and when an endpoint is ejected its keys move consistently to its ring
+/// successor instead of scattering. If that endpoint is at or above
+/// `max_load`, scoring decides for this request.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affinity {
     pub max_load: f64,
@@ -75,8 +81,16 @@ impl Ring {
 
     /// Index (into the endpoints the ring was built from) owning `key`.
     pub fn lookup(&self, key: &str) -> Option<usize> {
-        let addr = self.continuum.node(key.as_bytes())?;
-        self.index.get(&addr).copied()
+        self.walk(key).next()
+    }
+
+    /// Endpoint indices in ring order starting at `key`'s owner: the
+    /// consistent successors when the owner cannot take the key. The walk
+    /// wraps around forever and repeats nodes, so callers bound it.
+    pub fn walk<'r>(&'r self, key: &str) -> impl Iterator<Item = usize> + 'r {
+        self.continuum
+            .node_iter(key.as_bytes())
+            .filter_map(|addr| self.index.get(addr).copied())
     }
 }
 

@@ -11,6 +11,10 @@ use crate::route::p2c::pick_two;
 use crate::route::score::{RoutingWeights, ScoreBreakdown, Terms, Tier, terms};
 use crate::route::{RouteRequest, Selector, eligible_fallbacks, permitted};
 
+/// Ring points visited looking for the affinity target: with 160 points per
+/// endpoint, enough to pass every node of a large pool several times.
+const MAX_RING_STEPS: usize = 4096;
+
 /// Orders candidates by tier, then by power of two choices on the score.
 ///
 /// The near tier holds every region whose best endpoint scores within
@@ -42,9 +46,8 @@ impl ScoreSelector {
         }
     }
 
-    /// Enables session affinity: requests carrying a key go to the key's
-    /// endpoint on the consistent-hash ring while it is eligible and below
-    /// `max_load`.
+    /// Enables session affinity (see [`Affinity`]): requests carrying a key
+    /// go first to the key's endpoint on the consistent-hash ring.
     pub fn with_affinity(mut self, max_load: f64) -> Self {
         self.affinity = Some(Affinity::new(max_load));
         self
@@ -68,9 +71,14 @@ impl ScoreSelector {
             // `entries` holds only available, permitted endpoints, so finding
             // the target there is the eligibility check.
             let sticky = c
-                .affinity_target(key)
-                .filter(|t| t.load() < a.max_load)
-                .and_then(|t| entries.iter().position(|e| Arc::ptr_eq(e.handle, t)));
+                .affinity_walk(key)
+                .take(MAX_RING_STEPS)
+                .find_map(|t| {
+                    entries
+                        .iter()
+                        .position(|e| e.tier == Tier::Near && Arc::ptr_eq(e.handle, t))
+                })
+                .filter(|&i| entries.get(i).is_some_and(|e| e.handle.load() < a.max_load));
             if let Some(i) = sticky {
                 out.push(Arc::clone(entries.remove(i).handle));
             }

@@ -235,25 +235,71 @@ fn without_a_location_every_region_is_near() {
 }
 
 #[test]
-fn affinity_sticks_until_the_target_is_overloaded() {
+fn affinity_sticks_within_the_near_tier_until_the_target_is_overloaded() {
     let view = world();
     let sel = ScoreSelector::default().with_affinity(1.0);
     let state = view.current();
     let c = state.candidates("m");
+    for key in ["conversation-42", "user-7", "abc"] {
+        let req = RouteRequest {
+            affinity_key: Some(key),
+            ..client(FRANKFURT)
+        };
+        // The key's endpoint: its first ring node in the client's near region.
+        let target = Arc::clone(
+            c.affinity_walk(key)
+                .find(|e| e.spec.region.code == "eu-central")
+                .unwrap(),
+        );
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(&sel.order(&req, &c)[0], &target), "{key}");
+        }
+        let full: Vec<_> = (0..target.spec.max_concurrency)
+            .map(|_| target.begin())
+            .collect();
+        let head = Arc::clone(&sel.order(&req, &c)[0]);
+        assert!(!Arc::ptr_eq(&head, &target), "overloaded: scoring decides");
+        assert_eq!(head.spec.region.code, "eu-central");
+        drop(full);
+    }
+}
+
+#[test]
+fn an_ejected_affinity_target_hands_its_keys_to_its_ring_successor() {
+    let specs = (0..6)
+        .map(|i| {
+            at(
+                ep(&format!("eu-{i}"), Kind::Lease, &["m"]),
+                "eu-central",
+                50.1,
+                8.7,
+            )
+        })
+        .collect();
+    let view = view_with(specs);
+    let sel = ScoreSelector::default().with_affinity(1.0);
+    let state = view.current();
+    let c = state.candidates("m");
     let req = RouteRequest {
-        affinity_key: Some("conversation-42"),
+        affinity_key: Some("conversation-9"),
         ..client(FRANKFURT)
     };
-    let target = Arc::clone(c.affinity_target("conversation-42").unwrap());
-    for _ in 0..20 {
-        assert!(Arc::ptr_eq(&sel.order(&req, &c)[0], &target));
+    let owner = Arc::clone(c.affinity_target("conversation-9").unwrap());
+    assert!(Arc::ptr_eq(&sel.order(&req, &c)[0], &owner));
+    for _ in 0..view.health_config().consecutive_failures {
+        owner.report(Outcome::Failure {
+            reason: FailureReason::Connect,
+        });
     }
-    let _full: Vec<_> = (0..target.spec.max_concurrency)
-        .map(|_| target.begin())
-        .collect();
-    let head = Arc::clone(&sel.order(&req, &c)[0]);
-    assert!(!Arc::ptr_eq(&head, &target));
-    assert_eq!(head.spec.region.code, "eu-central", "scoring decides again");
+    let successor = Arc::clone(
+        c.affinity_walk("conversation-9")
+            .find(|e| !Arc::ptr_eq(e, &owner))
+            .unwrap(),
+    );
+    // Scoring alone would spread these over five equal replicas.
+    for _ in 0..20 {
+        assert!(Arc::ptr_eq(&sel.order(&req, &c)[0], &successor));
+    }
 }
 
 #[test]
