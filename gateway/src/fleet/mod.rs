@@ -4,7 +4,7 @@ mod endpoint;
 mod stats;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use leasegate_fleet::{Kind, Snapshot, State};
@@ -98,6 +98,8 @@ pub(crate) struct RegionPoint {
 struct Pool {
     primary: Vec<Arc<EndpointHandle>>,
     fallback: Vec<Arc<EndpointHandle>>,
+    /// Built on the first request with an affinity key, then shared.
+    ring: OnceLock<crate::route::Ring>,
 }
 
 /// One immutable version of the fleet with live per-endpoint state attached.
@@ -125,6 +127,7 @@ pub struct Candidates<'a> {
     /// Fallback endpoints, in snapshot (config) order.
     pub fallback: &'a [Arc<EndpointHandle>],
     state: &'a FleetState,
+    pool: Option<&'a Pool>,
 }
 
 impl<'a> Candidates<'a> {
@@ -141,6 +144,28 @@ impl<'a> Candidates<'a> {
             .iter()
             .chain(self.fallback.iter())
             .filter(move |e| e.is_available_at(now))
+    }
+
+    /// The non-fallback endpoint owning `key` on the pool's consistent-hash
+    /// ring, whatever its current state.
+    pub fn affinity_target(&self, key: &str) -> Option<&'a Arc<EndpointHandle>> {
+        self.affinity_walk(key).next()
+    }
+
+    /// Non-fallback endpoints in ring order from `key`'s owner; endless and
+    /// repeating, so bound it.
+    pub fn affinity_walk(&self, key: &str) -> impl Iterator<Item = &'a Arc<EndpointHandle>> + 'a {
+        let walk = self.pool.map(|pool| {
+            let ring = pool
+                .ring
+                .get_or_init(|| crate::route::Ring::build(&pool.primary));
+            ring.walk(key).filter_map(|i| pool.primary.get(i))
+        });
+        walk.into_iter().flatten()
+    }
+
+    pub(crate) fn region_count(&self) -> usize {
+        self.state.regions.len()
     }
 
     /// Great-circle distance in km from `from` (lat, lon in degrees) to the
@@ -239,7 +264,8 @@ impl FleetState {
 
     /// Ready endpoints serving `model`; empty when none does.
     pub fn candidates(&self, model: &str) -> Candidates<'_> {
-        let (primary, fallback) = match self.pools.get(model) {
+        let pool = self.pools.get(model);
+        let (primary, fallback) = match pool {
             Some(p) => (p.primary.as_slice(), p.fallback.as_slice()),
             None => (&[][..], &[][..]),
         };
@@ -247,6 +273,7 @@ impl FleetState {
             primary,
             fallback,
             state: self,
+            pool,
         }
     }
 

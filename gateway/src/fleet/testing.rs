@@ -28,6 +28,17 @@ pub(crate) fn ep(id: &str, kind: Kind, models: &[&str]) -> Endpoint {
     }
 }
 
+/// Moves `e` to region `code` at (lat, lon).
+pub(crate) fn at(mut e: Endpoint, code: &str, lat: f64, lon: f64) -> Endpoint {
+    e.region = Region {
+        code: code.into(),
+        country: None,
+        lat,
+        lon,
+    };
+    e
+}
+
 pub(crate) fn snap(version: u64, endpoints: Vec<Endpoint>) -> Arc<Snapshot> {
     Arc::new(Snapshot {
         version,

@@ -1,12 +1,18 @@
 //! Choosing endpoints: the `Selector` seam and its implementations.
 
+mod affinity;
 mod distance;
 mod p2c;
+mod score;
+mod scored;
 
 use std::sync::Arc;
 
+pub use affinity::{Affinity, Ring};
 pub use distance::haversine_km;
 pub use p2c::PowerOfTwo;
+pub use score::{RoutingWeights, ScoreBreakdown, Terms, Tier, WeightError};
+pub use scored::ScoreSelector;
 
 use crate::fleet::{Candidates, EndpointHandle};
 
@@ -21,6 +27,9 @@ pub struct RouteRequest<'a> {
     /// Session-affinity key (a header value or the body's `user`), if the
     /// pool enables affinity.
     pub affinity_key: Option<&'a str>,
+    /// Residency: when set, only endpoints (fallbacks included) whose
+    /// region code is listed may be returned.
+    pub allowed_regions: Option<&'a [String]>,
 }
 
 impl<'a> RouteRequest<'a> {
@@ -50,5 +59,25 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     ) -> Vec<Arc<EndpointHandle>>;
 }
 
+/// Whether residency rules let `req` go to `e`.
+pub(crate) fn permitted(req: &RouteRequest<'_>, e: &EndpointHandle) -> bool {
+    req.allowed_regions
+        .is_none_or(|allowed| allowed.contains(&e.spec.region.code))
+}
+
+/// The fallbacks `req` may use now, in config order: every selector ends with them.
+pub(crate) fn eligible_fallbacks<'a>(
+    req: &'a RouteRequest<'_>,
+    c: &Candidates<'a>,
+    now: tokio::time::Instant,
+) -> impl Iterator<Item = Arc<EndpointHandle>> + 'a {
+    c.fallback
+        .iter()
+        .filter(move |e| permitted(req, e) && e.is_available_at(now))
+        .cloned()
+}
+
+#[cfg(test)]
+mod scored_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::fleet::{Candidates, EndpointHandle};
-use crate::route::{RouteRequest, Selector};
+use crate::route::{RouteRequest, Selector, eligible_fallbacks, permitted};
 
 /// Picks two distinct random available non-fallback candidates and puts the
 /// less loaded first; the other available ones follow by load, then the
@@ -24,12 +24,13 @@ impl PowerOfTwo {
         &self,
         rng: &mut fastrand::Rng,
         now: Instant,
+        req: &RouteRequest<'_>,
         candidates: &Candidates<'_>,
     ) -> Vec<Arc<EndpointHandle>> {
         let mut primary: Vec<(f64, &Arc<EndpointHandle>)> = candidates
             .primary
             .iter()
-            .filter(|e| e.is_available_at(now))
+            .filter(|e| permitted(req, e) && e.is_available_at(now))
             .map(|e| (e.load(), e))
             .collect();
         let mut out = Vec::with_capacity(primary.len() + candidates.fallback.len());
@@ -39,13 +40,7 @@ impl PowerOfTwo {
             primary.sort_by(|a, b| a.0.total_cmp(&b.0));
             out.extend(primary.into_iter().map(|(_, e)| Arc::clone(e)));
         }
-        out.extend(
-            candidates
-                .fallback
-                .iter()
-                .filter(|e| e.is_available_at(now))
-                .cloned(),
-        );
+        out.extend(eligible_fallbacks(req, candidates, now));
         out
     }
 }
@@ -53,11 +48,11 @@ impl PowerOfTwo {
 impl Selector for PowerOfTwo {
     fn order(
         &self,
-        _req: &RouteRequest<'_>,
+        req: &RouteRequest<'_>,
         candidates: &Candidates<'_>,
     ) -> Vec<Arc<EndpointHandle>> {
         let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
-        self.order_with(&mut rng, Instant::now(), candidates)
+        self.order_with(&mut rng, Instant::now(), req, candidates)
     }
 }
 
