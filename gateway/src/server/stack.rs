@@ -153,6 +153,7 @@ async fn dispatch(
         model: pool_model,
         client_location: located.location.map(|l| (l.lat, l.lon)),
         affinity_key: peek.user.as_deref(),
+        allowed_regions: None,
     };
     let order = shared.selector.order(&route, &state.candidates(pool_model));
     // 10. Forward with failover, before any byte reaches the client.
