@@ -29,13 +29,12 @@ async fn dead_url() -> String {
 async fn a_replica_down_before_the_request_is_skipped() {
     let good = replica(&["m"]).await;
     let doomed = replica(&["m"]).await;
-    // The live replica is made expensive so the scorer prefers the other one
-    // and every request has to fail over from it.
-    let mut costly = endpoint("down-good", &good.url(), &["m"], None);
-    costly.price_per_hour_usd = 1000.0;
-    let mut cheap = endpoint("down-dead", &doomed.url(), &["m"], None);
-    cheap.price_per_hour_usd = 0.0;
-    let gw = gateway(FAST, vec![cheap, costly]).await;
+    // The scorer prefers the doomed replica, so every request must fail over from it.
+    let gw = gateway(
+        FAST,
+        first_then(("down-dead", &doomed.url()), ("down-good", &good.url())),
+    )
+    .await;
     // It dies after the first health probe passed, so only a request finds out.
     tokio::time::sleep(Duration::from_millis(300)).await;
     doomed.shutdown().await;
@@ -189,11 +188,11 @@ async fn a_stalled_stream_ends_after_the_inter_chunk_timeout() {
 async fn a_blackholed_replica_costs_no_more_than_the_header_timeout() {
     let hole = replica(&["m"]).await;
     let good = replica(&["m"]).await;
-    let mut costly = endpoint("bh-good", &good.url(), &["m"], None);
-    costly.price_per_hour_usd = 1000.0;
-    let mut cheap = endpoint("bh-hole", &hole.url(), &["m"], None);
-    cheap.price_per_hour_usd = 0.0;
-    let gw = gateway(FAST, vec![cheap, costly]).await;
+    let gw = gateway(
+        FAST,
+        first_then(("bh-hole", &hole.url()), ("bh-good", &good.url())),
+    )
+    .await;
     // It vanishes after passing its first probe: accepts, never answers, no RST.
     tokio::time::sleep(Duration::from_millis(300)).await;
     hole.set_behavior(Behavior {
@@ -230,11 +229,11 @@ async fn a_stream_failing_before_its_first_chunk_still_fails_over() {
     })
     .await;
     let good = replica(&["m"]).await;
-    let mut costly = endpoint("early-good", &good.url(), &["m"], None);
-    costly.price_per_hour_usd = 1000.0;
-    let mut cheap = endpoint("early-dies", &early.url(), &["m"], None);
-    cheap.price_per_hour_usd = 0.0;
-    let gw = gateway(FAST, vec![cheap, costly]).await;
+    let gw = gateway(
+        FAST,
+        first_then(("early-dies", &early.url()), ("early-good", &good.url())),
+    )
+    .await;
     for _ in 0..4 {
         let reply = post(gw.api_addr, "/v1/chat/completions", chat("m", true)).await;
         assert!(
