@@ -340,3 +340,34 @@ async fn tls_listener_negotiates_h2_with_alpn_and_serves() {
     assert!(plain.request(req).await.is_err());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn streams_are_relayed_chunk_by_chunk_not_buffered() {
+    let r = replica_with(Behavior {
+        models: vec!["m".into()],
+        tokens: 10,
+        inter_token: std::time::Duration::from_millis(100),
+        ..Behavior::default()
+    })
+    .await;
+    let gw = gateway(FAST, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    let req = http::Request::post(format!("{}/v1/chat/completions", url(gw.api_addr)))
+        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+            "m", true,
+        ))))
+        .unwrap();
+    let mut resp = client().request(req).await.unwrap();
+    let first = http_body_util::BodyExt::frame(resp.body_mut())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.data_ref().unwrap().starts_with(b"data: "));
+    // The first chunk reached the client while the replica was still generating.
+    assert_eq!(r.stats().in_flight, 1, "the stream was buffered to the end");
+    let rest = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(rest.ends_with(b"data: [DONE]\n\n"));
+    gw.shutdown().await;
+}
