@@ -230,6 +230,11 @@ async fn past_the_concurrency_limit_the_answer_is_503_with_retry_after() {
     let shed = post(addr, "/v1/chat/completions", chat("m", false)).await;
     shed.openai_error(503);
     assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(
+        get(addr, "/health").await.status,
+        200,
+        "probes are never shed"
+    );
     assert_eq!(slow.await.unwrap().status, 200);
     gw.shutdown().await;
 }
