@@ -376,3 +376,25 @@ async fn streams_are_relayed_chunk_by_chunk_not_buffered() {
     assert!(rest.ends_with(b"data: [DONE]\n\n"));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_chunked_body_without_length_is_cut_off_at_the_limit() {
+    let r = replica(&["m"]).await;
+    let toml = format!("{FAST}\n[limits]\nmax_body_bytes = 4096\n");
+    let gw = gateway(&toml, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = (0..16)
+        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::StreamBody<_>>(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+    );
+    let req = http::Request::post(format!("{}/v1/embeddings", url(gw.api_addr)))
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(r.stats().requests_by_path.get("/v1/embeddings"), None);
+    gw.shutdown().await;
+}
