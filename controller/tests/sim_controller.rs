@@ -1,0 +1,293 @@
+//! The controller against the seeded sim market, on paused time. Every
+//! verdict comes from the market's own ledger (and the published fleet),
+//! never from the controller's view of itself.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasegate_controller::Controller;
+use leasegate_controller::demand::{Demand, EndpointReport};
+use leasegate_controller::market::LeaseState;
+use leasegate_controller::store::SqliteStore;
+use leasegate_fleet::{Credential, Snapshot, State};
+use support::*;
+use tokio::sync::watch;
+
+/// Records every published snapshot, in order.
+fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<Arc<Snapshot>>>> {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let snap = rx.borrow_and_update().clone();
+            s.lock().push(snap);
+        }
+    });
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {
+    let (market, mem) = sim(11, |_| {});
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let (h, rx) = Controller::start(
+        config(vec![pool(2, 3)]),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    );
+    let ok = wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 2).await;
+    assert!(ok, "status: {:?}", h.status().unwrap());
+    let ledger = market.ledger();
+    assert_eq!(ledger.active_leases().len(), 2, "{ledger:#?}");
+    assert!(ledger.idle_deployments().is_empty(), "{ledger:#?}");
+    assert_eq!(ledger.max_leases_per_intent(), 1);
+    let snap = rx.borrow().clone();
+    for e in &snap.endpoints {
+        assert!(e.url.starts_with("mem://"));
+        assert!(
+            matches!(&e.credential, Some(Credential::Key { key }) if key.expose().starts_with("sk-lg-"))
+        );
+        assert!(e.price_per_hour_usd > 1.5 && e.price_per_hour_usd <= 3.0);
+        assert!(e.provider.is_some());
+    }
+    // Steady state: nothing more is bought.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(market.ledger().deployments.len(), ledger.deployments.len());
+    let st = h.status().unwrap();
+    assert_eq!(st.pools[0].ready, 2);
+    assert_eq!(st.pools[0].phase, "ok");
+    assert!(st.spend_usd_per_hour > 3.0);
+    assert!(
+        !serde_json::to_string(&st).unwrap().contains("sk-lg-"),
+        "status must not show keys"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_closes() {
+    let (market, mem) = sim(12, |c| c.unstable_after = Duration::from_secs(120));
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let (h, rx) = Controller::start(
+        config(vec![pool(1, 1)]),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    );
+    let seen = record(rx.clone());
+    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    let old = market.ledger().active_leases()[0].clone();
+    let old_id = format!("lease-{}", old.dseq);
+    let provider = old.lease.as_ref().unwrap().provider.clone();
+    market.kill_provider(&provider);
+    let replaced = wait_until(Duration::from_secs(90), || {
+        let l = market.ledger();
+        l.by_dseq(&old.dseq).unwrap().closed_at.is_some() && l.active_leases().len() == 1
+    })
+    .await;
+    assert!(replaced, "status: {:?}", h.status().unwrap());
+    let ledger = market.ledger();
+    let gone = ledger.by_dseq(&old.dseq).unwrap();
+    let new = ledger.active_leases()[0];
+    assert_ne!(new.lease.as_ref().unwrap().provider, provider);
+    let closed = gone.lease.as_ref().unwrap().closed_at.unwrap();
+    assert!(
+        new.lease.as_ref().unwrap().created_at < closed,
+        "{ledger:#?}"
+    );
+    // Closed by us (make-before-break), not by the provider's `unstable`.
+    assert_eq!(
+        gone.lease.as_ref().unwrap().close_reason,
+        None,
+        "{ledger:#?}"
+    );
+    // The gateway saw the new endpoint ready while the old one was still listed.
+    let new_id = format!("lease-{}", new.dseq);
+    let snaps = seen.lock().clone();
+    let first_new = snaps
+        .iter()
+        .position(|s| s.ready().any(|e| e.id == new_id))
+        .expect("new endpoint published");
+    assert!(
+        snaps[first_new].endpoints.iter().any(|e| e.id == old_id),
+        "{snaps:#?}"
+    );
+    assert!(snaps.iter().any(|s| {
+        s.endpoints
+            .iter()
+            .any(|e| e.id == old_id && e.state == State::Draining)
+    }));
+    assert!(snaps.windows(2).all(|w| w[0].version < w[1].version));
+    assert_eq!(market.ledger().max_leases_per_intent(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn low_escrow_is_topped_up_before_the_lease_runs_dry() {
+    // $0.5 lasts about 11 minutes at $2.65/h; the threshold is 30 minutes.
+    let (market, mem) = sim(13, |c| c.initial_deposit_usd = 0.5);
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let mut p = pool(1, 1);
+    p.check_interval = Duration::from_secs(10);
+    let (h, rx) = Controller::start(
+        config(vec![p]),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    );
+    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    let dseq = market.ledger().active_leases()[0].dseq.clone();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let ledger = market.ledger();
+    let d = ledger.by_dseq(&dseq).unwrap();
+    assert_eq!(
+        d.lease.as_ref().unwrap().state,
+        LeaseState::Active,
+        "{d:#?}"
+    );
+    assert!(d.deposits_usd > 5.0, "topped up: {d:#?}");
+    assert!(
+        ledger
+            .deployments
+            .iter()
+            .all(|d| d.lease.as_ref().is_none_or(|l| l.close_reason.is_none()))
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_bids_the_pool_backs_off_says_why_and_recovers() {
+    let (market, mem) = sim(14, |_| {});
+    market.set_no_bids(true);
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let (h, rx) = Controller::start(
+        config(vec![pool(1, 1)]),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let st = h.status().unwrap();
+    let p = &st.pools[0];
+    assert_eq!(p.phase, "backing_off", "{st:?}");
+    assert!(
+        p.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no eligible bids"),
+        "{st:?}"
+    );
+    assert!(p.consecutive_failures >= 3, "{st:?}");
+    let ledger = market.ledger();
+    // Backoff 1,2,4,8,8.. plus a 2 s window: a handful of tries, not 30.
+    let tries = ledger.deployments.len();
+    assert!(
+        (3..=12).contains(&tries),
+        "{tries} deployments: {ledger:#?}"
+    );
+    // Every failed try was cleaned up (at most the one in its window is open).
+    assert!(ledger.idle_deployments().len() <= 1, "{ledger:#?}");
+    market.set_no_bids(false);
+    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    assert_eq!(h.status().unwrap().pools[0].phase, "ok");
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_down_drains_before_closing_and_demand_scales_up() {
+    let (market, mem) = sim(15, |_| {});
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let (h, rx) = Controller::start(
+        config(vec![pool(1, 3)]),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    );
+    let seen = record(rx.clone());
+    let signals = h.signals();
+    signals.report_demand(
+        "llama-3-8b",
+        "eu-central",
+        Demand {
+            requests_per_sec: 25.0,
+            ..Demand::default()
+        },
+    );
+    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 3).await);
+    assert_eq!(market.ledger().active_leases().len(), 3);
+    // Demand falls: one step down per cooldown.
+    signals.report_demand("llama-3-8b", "eu-central", Demand::default());
+    assert!(
+        wait_until(Duration::from_secs(30), || rx
+            .borrow()
+            .endpoints
+            .iter()
+            .any(|e| e.state == State::Draining))
+        .await
+    );
+    let draining = rx
+        .borrow()
+        .endpoints
+        .iter()
+        .find(|e| e.state == State::Draining)
+        .unwrap()
+        .id
+        .clone();
+    let dseq = draining.trim_start_matches("lease-").to_string();
+    // Still open while draining with requests in flight.
+    signals.report_endpoint(
+        &draining,
+        EndpointReport {
+            in_flight: 2,
+            healthy: Some(true),
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(market.ledger().by_dseq(&dseq).unwrap().closed_at.is_none());
+    // Idle: closed promptly.
+    signals.report_endpoint(
+        &draining,
+        EndpointReport {
+            in_flight: 0,
+            healthy: Some(true),
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || market
+            .ledger()
+            .by_dseq(&dseq)
+            .unwrap()
+            .closed_at
+            .is_some())
+        .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || market
+            .ledger()
+            .active_leases()
+            .len()
+            == 1)
+        .await
+    );
+    // Every closed lease was published as draining first.
+    let snaps = seen.lock().clone();
+    for d in market
+        .ledger()
+        .deployments
+        .iter()
+        .filter(|d| d.closed_at.is_some())
+    {
+        let id = format!("lease-{}", d.dseq);
+        assert!(
+            snaps.iter().any(|s| s
+                .endpoints
+                .iter()
+                .any(|e| e.id == id && e.state == State::Draining)),
+            "{id} closed without draining"
+        );
+    }
+    h.shutdown().await;
+}
