@@ -1,6 +1,7 @@
 //! Crash safety: the controller dies at each step of an acquisition and
 //! restarts on the same SQLite file. The sim market's ledger must then show
 //! exactly the wanted leases, no orphan and no intent with two leases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -30,6 +31,7 @@ async fn crash_at(point: Failpoint, seed: u64) {
         // Dropping the handle aborts everything, as a crash would.
         drop(h);
     }
+    let at_crash = market.ledger();
     // The market lives on while the controller is down.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (h, rx) = Controller::start(
@@ -71,6 +73,27 @@ async fn crash_at(point: Failpoint, seed: u64) {
         );
     }
     assert_eq!(mem.running(), WANTED);
+    // What the crash left behind was finished, not thrown away (or, where
+    // the manifest was lost with the create's answer, closed unleased).
+    for d in &at_crash.deployments {
+        let now = ledger.by_dseq(&d.dseq).unwrap();
+        match point {
+            Failpoint::AfterCreate => {
+                assert!(
+                    now.closed_at.is_some() && now.lease.is_none(),
+                    "{point:?}: {now:#?}"
+                )
+            }
+            _ if d.lease.is_some() => assert!(now.has_active_lease(), "{point:?}: lease dropped"),
+            _ => {}
+        }
+    }
+    if matches!(point, Failpoint::AfterLease | Failpoint::BeforePublish) {
+        assert!(
+            !at_crash.active_leases().is_empty(),
+            "{point:?}: crash before any lease"
+        );
+    }
     h.shutdown().await;
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));

@@ -1,6 +1,7 @@
 //! The controller against the seeded sim market, on paused time. Every
 //! verdict comes from the market's own ledger (and the published fleet),
 //! never from the controller's view of itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -65,7 +65,7 @@ impl SimConfig {
     pub fn fast(seed: u64) -> Self {
         let mut providers = default_catalogue();
         for p in &mut providers {
-            p.bid_delay = p.bid_delay / 1000;
+            p.bid_delay /= 1000;
         }
         Self {
             seed,
