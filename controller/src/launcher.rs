@@ -139,3 +139,45 @@ impl Prober for MemReplicas {
         }
     }
 }
+
+/// Starts a `leasegate-replica-sim` replica on `127.0.0.1:0` per lease,
+/// serving the lease's model and requiring its key.
+#[derive(Clone, Debug, Default)]
+pub struct SimReplicaLauncher {
+    /// Latency, faults and limits of every replica; models and key are
+    /// taken from the lease.
+    pub base: leasegate_replica_sim::Behavior,
+}
+
+/// A replica-sim replica; dropping it closes its listener and connections.
+#[derive(Debug)]
+struct SimReplica {
+    replica: leasegate_replica_sim::Replica,
+    base: leasegate_replica_sim::Behavior,
+}
+
+impl RunningReplica for SimReplica {
+    fn url(&self) -> String {
+        self.replica.url()
+    }
+    fn set_healthy(&self, healthy: bool) {
+        // An unhealthy replica accepts connections and never answers: the
+        // hardest failure to see, and the one probes must catch.
+        let mut b = self.base.clone();
+        b.blackhole = !healthy;
+        self.replica.set_behavior(b);
+    }
+}
+
+#[async_trait]
+impl ReplicaLauncher for SimReplicaLauncher {
+    async fn launch(&self, spec: ReplicaSpec) -> Result<Box<dyn RunningReplica>, LaunchError> {
+        let mut b = self.base.clone();
+        b.models = spec.models;
+        b.api_key = spec.api_key.map(|k| k.expose().to_string());
+        let replica = leasegate_replica_sim::Replica::start(b.clone())
+            .await
+            .map_err(|e| LaunchError(e.to_string()))?;
+        Ok(Box::new(SimReplica { replica, base: b }))
+    }
+}
