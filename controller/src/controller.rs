@@ -89,6 +89,11 @@ impl Controller {
             deps.render,
         );
         ctx.backoff = config.backoff.clone();
+        // Stored times come from an earlier run's clock; under simulated
+        // time that clock may be ahead of the wall clock.
+        if let Ok(all) = ctx.store.intents(true) {
+            ctx.not_before(all.iter().map(|i| i.updated_ms).max().unwrap_or(0));
+        }
         let ctx = Arc::new(ctx);
         ctx.set_failpoint(deps.failpoint);
         let (publisher, rx) = Publisher::new();

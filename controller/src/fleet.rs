@@ -181,3 +181,74 @@ pub async fn fleet_handler<B>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn endpoint(id: &str) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            url: "http://127.0.0.1:1".into(),
+            kind: Kind::Lease,
+            engine: leasegate_fleet::Engine::Vllm,
+            models: vec!["m".into()],
+            region: Region {
+                code: "eu-central".into(),
+                country: None,
+                lat: 0.0,
+                lon: 0.0,
+            },
+            provider: None,
+            price_per_hour_usd: 1.0,
+            max_concurrency: 1,
+            state: State::Ready,
+            credential: None,
+        }
+    }
+
+    async fn get(rx: &watch::Receiver<Arc<Snapshot>>, q: &str) -> (StatusCode, Option<Snapshot>) {
+        let req = Request::get(format!("/fleet{q}")).body(()).unwrap();
+        let resp = fleet_handler(rx.clone(), req, LONG_POLL).await.unwrap();
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).ok())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_answers_at_once_when_newer_else_waits_then_304() {
+        let store = SqliteStore::in_memory().unwrap();
+        let (publisher, rx) = Publisher::new();
+        let v1 = publisher.publish(&store, vec![endpoint("a")]).unwrap();
+        // Same endpoints: no new version.
+        assert_eq!(publisher.publish(&store, vec![endpoint("a")]).unwrap(), v1);
+        let (s, snap) = get(&rx, "?after=0").await;
+        assert_eq!((s, snap.unwrap().version), (StatusCode::OK, v1));
+        // Nothing newer: waits the whole poll, then 304.
+        let t0 = tokio::time::Instant::now();
+        let (s, _) = get(&rx, &format!("?after={v1}")).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        assert!(t0.elapsed() >= LONG_POLL);
+        // A publication during the wait answers the waiting poll.
+        let waiting = tokio::spawn({
+            let rx = rx.clone();
+            async move { get(&rx, &format!("?after={v1}")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v2 = publisher
+            .publish(&store, vec![endpoint("a"), endpoint("b")])
+            .unwrap();
+        let (s, snap) = waiting.await.unwrap();
+        let snap = snap.unwrap();
+        assert_eq!(
+            (s, snap.version, snap.endpoints.len()),
+            (StatusCode::OK, v2, 2)
+        );
+        let (s, _) = get(&rx, "?after=x").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+}

@@ -46,6 +46,8 @@ pub struct LeaseView {
     /// `leased`, `ready`, `replacing`, `draining`, `closing`.
     pub state: String,
     pub age_s: f64,
+    /// Escrow runway at the last check.
+    pub runway_s: Option<f64>,
     /// Last reason recorded for this lease (why it is being replaced...).
     pub note: Option<String>,
     /// `healthy`, `unhealthy`, `unreachable`, `unknown`.
@@ -113,6 +115,9 @@ pub fn build(ctx: &Context, pools: &[Pool]) -> Result<ControllerStatus, StoreErr
                     "unknown"
                 }
             });
+            let runway_s = ctx.with_pool(&pool.name, |rt| {
+                rt.runway.get(&i.id).map(|d| d.as_secs_f64())
+            });
             out.spend_usd_per_hour += l.price_usd_per_hour;
             out.leases.push(LeaseView {
                 pool: pool.name.clone(),
@@ -123,6 +128,7 @@ pub fn build(ctx: &Context, pools: &[Pool]) -> Result<ControllerStatus, StoreErr
                 usd_per_hour: l.price_usd_per_hour,
                 state: i.step.as_str().into(),
                 age_s: now_ms.saturating_sub(l.created_ms) as f64 / 1000.0,
+                runway_s,
                 note: i.reason.clone(),
                 health: health.into(),
             });

@@ -50,6 +50,8 @@ pub struct PoolRuntime {
     pub last_error: Option<String>,
     pub next_attempt: Option<Instant>,
     pub desired: u32,
+    /// Intent id → escrow runway at the last check.
+    pub runway: HashMap<String, Duration>,
 }
 
 /// Shared by every pool's reconcile.
@@ -117,10 +119,10 @@ impl Context {
         self.origin_ms + Instant::now().duration_since(self.origin).as_millis() as u64
     }
 
-    /// The tokio instant of a stored millisecond timestamp.
-    pub fn instant_of(&self, ms: u64) -> Instant {
-        let now_ms = self.now_ms();
-        Instant::now() - Duration::from_millis(now_ms.saturating_sub(ms))
+    /// Moves the clock's origin forward so `now_ms` never falls behind
+    /// timestamps already stored (a restart under simulated time).
+    pub fn not_before(&mut self, ms: u64) {
+        self.origin_ms = self.origin_ms.max(ms);
     }
 
     pub fn set_failpoint(&self, point: Option<Failpoint>) {

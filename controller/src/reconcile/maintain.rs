@@ -93,7 +93,11 @@ pub(super) async fn check(pool: &Pool, ctx: &Context, intent: &mut Intent) -> Re
             ctx.store.save_intent(intent)?;
         }
     }
-    if let Some(escrow) = status.as_ref().and_then(|s| s.escrow.as_ref())
+    let escrow = status.as_ref().and_then(|s| s.escrow.as_ref());
+    if let Some(e) = escrow {
+        ctx.with_pool(&pool.name, |rt| rt.runway.insert(id.clone(), e.runway));
+    }
+    if let Some(escrow) = escrow
         && escrow.runway < pool.runway_threshold
     {
         let price = lease.and_then(|l| l.price.usd_per_hour()).unwrap_or(0.0);

@@ -61,19 +61,32 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Durations scaled down for tests: bids in tens of milliseconds.
-    pub fn fast(seed: u64) -> Self {
-        let mut providers = default_catalogue();
+    /// Every market delay divided by `factor` (bids, bid lifetime,
+    /// `unstable` closure, replica start): `scaled(seed, 20.0)` suits a demo,
+    /// [`SimConfig::fast`] suits tests.
+    pub fn scaled(seed: u64, factor: f64) -> Self {
+        let base = Self::default();
+        let mut providers = base.providers;
         for p in &mut providers {
-            p.bid_delay /= 1000;
+            p.bid_delay = p.bid_delay.div_f64(factor);
         }
         Self {
             seed,
             providers,
+            bid_ttl: base.bid_ttl.div_f64(factor),
+            unstable_after: base.unstable_after.div_f64(factor),
+            replica_start_delay: base.replica_start_delay.div_f64(factor),
+            initial_deposit_usd: base.initial_deposit_usd,
+        }
+    }
+
+    /// Durations scaled down for tests: bids in tens of milliseconds.
+    pub fn fast(seed: u64) -> Self {
+        Self {
             bid_ttl: Duration::from_secs(30),
             unstable_after: Duration::from_secs(20),
             replica_start_delay: Duration::from_millis(200),
-            initial_deposit_usd: 10.0,
+            ..Self::scaled(seed, 1000.0)
         }
     }
 }

@@ -164,6 +164,49 @@ impl SimMarket {
         })
     }
 
+    /// Chaos for demos and end-to-end tests: every `every`, kill one
+    /// provider that holds an active lease (drawn from the seed), and revive
+    /// it `revive_after` later. Stops when the market is dropped.
+    pub fn spawn_chaos(
+        self: &Arc<Self>,
+        every: Duration,
+        revive_after: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let mut rng = fastrand::Rng::with_seed(self.cfg.seed ^ 0xC4A05);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(m) = weak.upgrade() else { return };
+                let mut holders: Vec<String> = m.with_books(|b, _| {
+                    b.deployments
+                        .values()
+                        .filter_map(|d| d.lease.as_ref())
+                        .filter(|l| {
+                            l.state == LeaseState::Active && !b.down.contains_key(&l.provider)
+                        })
+                        .map(|l| l.provider.clone())
+                        .collect()
+                });
+                holders.sort();
+                holders.dedup();
+                if holders.is_empty() {
+                    continue;
+                }
+                let victim = holders[rng.usize(..holders.len())].clone();
+                tracing::info!(provider = %victim, "sim chaos: provider down");
+                m.kill_provider(&victim);
+                let weak = Arc::downgrade(&m);
+                tokio::spawn(async move {
+                    tokio::time::sleep(revive_after).await;
+                    if let Some(m) = weak.upgrade() {
+                        m.revive_provider(&victim);
+                    }
+                });
+            }
+        })
+    }
+
     /// The market's own record of every deployment and lease.
     pub fn ledger(&self) -> Ledger {
         self.with_books(|b, _| Ledger::build(b, self.origin))

@@ -162,3 +162,24 @@ async fn null_status_episodes_end_and_no_bids_means_none() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(m.bids(&c.dseq).await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn chaos_kills_a_provider_that_holds_a_lease_then_revives_it() {
+    let (m, mem) = market(1);
+    let m = Arc::new(m);
+    let (dseq, bid) = leased(&m).await;
+    let chaos = m.spawn_chaos(Duration::from_secs(5), Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(mem.running(), 0);
+    assert_eq!(m.status(&dseq).await.unwrap().leases[0].services, None);
+    let provider = bid.id.provider.clone();
+    let online = || {
+        let list = m.cfg.providers.iter().any(|p| p.owner == provider);
+        assert!(list);
+        m.with_books(|b, _| !b.down.contains_key(&provider))
+    };
+    assert!(!online());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(online());
+    chaos.abort();
+}
