@@ -142,3 +142,57 @@ pub fn build(ctx: &Context, pools: &[Pool]) -> Result<ControllerStatus, StoreErr
     metrics::gauge!("leasegate_controller_spend_usd_per_hour").set(out.spend_usd_per_hour);
     Ok(out)
 }
+
+fn dur(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The status as a plain-text table, for `leasegate status`.
+pub fn table(st: &ControllerStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<24} {:>5} {:>7} {:>9} {:>8}  {:<12} note",
+        "POOL", "MODEL", "READY", "DESIRED", "ACQUIRING", "DRAINING", "PHASE"
+    );
+    for p in &st.pools {
+        let note = match (&p.last_error, p.retry_in_s) {
+            (Some(e), Some(r)) => format!("{e} (retry in {})", dur(r)),
+            (Some(e), None) => e.clone(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:>5} {:>7} {:>9} {:>8}  {:<12} {note}",
+            p.name, p.model, p.ready, p.desired, p.acquiring, p.draining, p.phase
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:<10} {:<22} {:<14} {:>7} {:<10} {:>7} {:>8} {:<11}",
+        "LEASE", "POOL", "PROVIDER", "REGION", "$/H", "STATE", "AGE", "RUNWAY", "HEALTH"
+    );
+    for l in &st.leases {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<10} {:<22} {:<14} {:>7.2} {:<10} {:>7} {:>8} {:<11}",
+            l.dseq,
+            l.pool,
+            l.provider,
+            l.region,
+            l.usd_per_hour,
+            l.state,
+            dur(l.age_s),
+            l.runway_s.map_or_else(|| "-".into(), dur),
+            l.health
+        );
+    }
+    let _ = writeln!(out, "\nspend: ${:.2}/h", st.spend_usd_per_hour);
+    out
+}

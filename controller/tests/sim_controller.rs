@@ -8,10 +8,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasegate_controller::Controller;
 use leasegate_controller::demand::{Demand, EndpointReport};
 use leasegate_controller::market::LeaseState;
-use leasegate_controller::store::SqliteStore;
 use leasegate_fleet::{Credential, Snapshot, State};
 use support::*;
 use tokio::sync::watch;
@@ -32,13 +30,7 @@ fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<
 #[tokio::test(start_paused = true)]
 async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {
     let (market, mem) = sim(11, |_| {});
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (h, rx) = Controller::start(
-        config(vec![pool(2, 3)]),
-        market.clone(),
-        store,
-        Arc::new(mem.clone()),
-    );
+    let (h, rx) = start(&market, &mem, vec![pool(2, 3)]);
     let ok = wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 2).await;
     assert!(ok, "status: {:?}", h.status().unwrap());
     let ledger = market.ledger();
@@ -71,15 +63,9 @@ async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {
 #[tokio::test(start_paused = true)]
 async fn after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_closes() {
     let (market, mem) = sim(12, |c| c.unstable_after = Duration::from_secs(120));
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (h, rx) = Controller::start(
-        config(vec![pool(1, 1)]),
-        market.clone(),
-        store,
-        Arc::new(mem.clone()),
-    );
+    let (h, rx) = start(&market, &mem, vec![pool(1, 1)]);
     let seen = record(rx.clone());
-    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    assert!(until_ready(&rx, 1).await);
     let old = market.ledger().active_leases()[0].clone();
     let old_id = format!("lease-{}", old.dseq);
     let provider = old.lease.as_ref().unwrap().provider.clone();
@@ -130,16 +116,10 @@ async fn after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_
 async fn low_escrow_is_topped_up_before_the_lease_runs_dry() {
     // $0.5 lasts about 11 minutes at $2.65/h; the threshold is 30 minutes.
     let (market, mem) = sim(13, |c| c.initial_deposit_usd = 0.5);
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
     let mut p = pool(1, 1);
     p.check_interval = Duration::from_secs(10);
-    let (h, rx) = Controller::start(
-        config(vec![p]),
-        market.clone(),
-        store,
-        Arc::new(mem.clone()),
-    );
-    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    let (h, rx) = start(&market, &mem, vec![p]);
+    assert!(until_ready(&rx, 1).await);
     let dseq = market.ledger().active_leases()[0].dseq.clone();
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let ledger = market.ledger();
@@ -163,13 +143,7 @@ async fn low_escrow_is_topped_up_before_the_lease_runs_dry() {
 async fn with_no_bids_the_pool_backs_off_says_why_and_recovers() {
     let (market, mem) = sim(14, |_| {});
     market.set_no_bids(true);
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (h, rx) = Controller::start(
-        config(vec![pool(1, 1)]),
-        market.clone(),
-        store,
-        Arc::new(mem.clone()),
-    );
+    let (h, rx) = start(&market, &mem, vec![pool(1, 1)]);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let st = h.status().unwrap();
     let p = &st.pools[0];
@@ -192,7 +166,7 @@ async fn with_no_bids_the_pool_backs_off_says_why_and_recovers() {
     // Every failed try was cleaned up (at most the one in its window is open).
     assert!(ledger.idle_deployments().len() <= 1, "{ledger:#?}");
     market.set_no_bids(false);
-    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 1).await);
+    assert!(until_ready(&rx, 1).await);
     assert_eq!(h.status().unwrap().pools[0].phase, "ok");
     h.shutdown().await;
 }
@@ -200,27 +174,36 @@ async fn with_no_bids_the_pool_backs_off_says_why_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn scale_down_drains_before_closing_and_demand_scales_up() {
     let (market, mem) = sim(15, |_| {});
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
-    let (h, rx) = Controller::start(
-        config(vec![pool(1, 3)]),
-        market.clone(),
-        store,
-        Arc::new(mem.clone()),
-    );
+    let (h, rx) = start(&market, &mem, vec![pool(1, 3)]);
     let seen = record(rx.clone());
     let signals = h.signals();
     signals.report_demand(
         "llama-3-8b",
-        "eu-central",
+        "na-us-west",
         Demand {
             requests_per_sec: 25.0,
             ..Demand::default()
         },
     );
-    assert!(wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == 3).await);
-    assert_eq!(market.ledger().active_leases().len(), 3);
+    assert!(until_ready(&rx, 3).await);
+    let ledger = market.ledger();
+    assert_eq!(ledger.active_leases().len(), 3);
+    // The new leases went where the demand is.
+    for d in ledger.active_leases() {
+        let provider = &d.lease.as_ref().unwrap().provider;
+        assert_eq!(
+            market.provider_info(provider).unwrap().region,
+            "na-us-west",
+            "{ledger:#?}"
+        );
+    }
+    let table = leasegate_controller::status::table(&h.status().unwrap());
+    assert!(
+        table.contains("na-us-west") && table.contains("spend: $"),
+        "{table}"
+    );
     // Demand falls: one step down per cooldown.
-    signals.report_demand("llama-3-8b", "eu-central", Demand::default());
+    signals.report_demand("llama-3-8b", "na-us-west", Demand::default());
     assert!(
         wait_until(Duration::from_secs(30), || rx
             .borrow()
@@ -290,5 +273,39 @@ async fn scale_down_drains_before_closing_and_demand_scales_up() {
             "{id} closed without draining"
         );
     }
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_status_null_episode_is_ridden_out_and_a_long_one_replaces() {
+    let (market, mem) = sim(16, |c| c.unstable_after = Duration::from_secs(600));
+    let (h, rx) = start(&market, &mem, vec![pool(1, 1)]);
+    assert!(until_ready(&rx, 1).await);
+    let first = market.ledger().active_leases()[0].clone();
+    let provider = first.lease.as_ref().unwrap().provider.clone();
+    // Fewer than `unreachable_checks` (3 at 1 s) null answers: nothing happens.
+    market.null_status(&provider, Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        market.ledger().deployments.len(),
+        1,
+        "{:#?}",
+        market.ledger()
+    );
+    // Minutes of `status: null`: replaced even though the replica still serves.
+    market.null_status(&provider, Duration::from_secs(300));
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            market
+                .ledger()
+                .by_dseq(&first.dseq)
+                .unwrap()
+                .closed_at
+                .is_some()
+        })
+        .await
+    );
+    assert!(wait_until(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
+    assert_eq!(market.ledger().active_leases().len(), 1);
     h.shutdown().await;
 }

@@ -114,7 +114,20 @@ pub(super) async fn choose_bid(
     };
     let providers = ctx.providers().await?;
     let history = ctx.store.provider_history()?;
-    let picked = super::score::choose(pool, &bids, &providers, &history, intent.region.as_deref());
+    // A replacement must not land on the provider it replaces.
+    let avoid: Vec<String> = ctx
+        .store
+        .intents(false)?
+        .into_iter()
+        .filter(|i| i.pool == pool.name && i.step == Step::Replacing)
+        .filter_map(|i| i.bid.map(|b| b.provider))
+        .collect();
+    let open: Vec<_> = bids
+        .iter()
+        .filter(|b| !avoid.contains(&b.id.provider))
+        .cloned()
+        .collect();
+    let picked = super::score::choose(pool, &open, &providers, &history, intent.region.as_deref());
     let Some(bid) = picked else {
         give_up(
             ctx,

@@ -88,6 +88,10 @@ pub(super) async fn check(pool: &Pool, ctx: &Context, intent: &mut Intent) -> Re
             metrics::counter!("leasegate_controller_failures_total",
                 "reason" => super::acquire::failure_kind(&why))
             .increment(1);
+            if let Some(b) = &intent.bid {
+                ctx.store
+                    .record_provider(&b.provider, false, ctx.now_ms())?;
+            }
             intent.reason = Some(why);
             intent.advance(Step::Replacing, ctx.now_ms());
             ctx.store.save_intent(intent)?;

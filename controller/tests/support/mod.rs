@@ -94,3 +94,29 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
     cond()
 }
+
+/// Starts a controller on an in-memory store against `market`.
+pub fn start(
+    market: &Arc<SimMarket>,
+    mem: &MemReplicas,
+    pools: Vec<Pool>,
+) -> (
+    leasegate_controller::ControllerHandle,
+    tokio::sync::watch::Receiver<Arc<leasegate_fleet::Snapshot>>,
+) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    leasegate_controller::Controller::start(
+        config(pools),
+        market.clone(),
+        store,
+        Arc::new(mem.clone()),
+    )
+}
+
+/// Waits until the fleet lists `n` ready endpoints (paused time, 60 s).
+pub async fn until_ready(
+    rx: &tokio::sync::watch::Receiver<Arc<leasegate_fleet::Snapshot>>,
+    n: usize,
+) -> bool {
+    wait_until(Duration::from_secs(60), || rx.borrow().ready().count() == n).await
+}
