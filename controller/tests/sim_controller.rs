@@ -309,3 +309,51 @@ async fn a_short_status_null_episode_is_ridden_out_and_a_long_one_replaces() {
     assert_eq!(market.ledger().active_leases().len(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn under_provider_chaos_the_pool_keeps_serving_and_leaves_no_orphans() {
+    let (market, mem) = sim(17, |c| c.unstable_after = Duration::from_secs(30));
+    let (h, rx) = start(&market, &mem, vec![pool(2, 2)]);
+    assert!(until_ready(&rx, 2).await);
+    // A provider holding a lease dies every 5 s, for 3 minutes.
+    let chaos = market.spawn_chaos(Duration::from_secs(5), Duration::from_secs(20));
+    let (mut samples, mut serving) = (0u32, 0u32);
+    for _ in 0..360 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        samples += 1;
+        let snap = rx.borrow().clone();
+        // Serving: some endpoint the gateway may use really answers.
+        let mut alive = false;
+        for e in snap.ready() {
+            use leasegate_controller::launcher::Prober;
+            if mem.probe(&e.url, None, "llama-3-8b").await.is_ok() {
+                alive = true;
+            }
+        }
+        serving += u32::from(alive);
+    }
+    chaos.abort();
+    let share = f64::from(serving) / f64::from(samples);
+    println!(
+        "serving in {serving}/{samples} samples ({:.1}%)",
+        share * 100.0
+    );
+    assert!(share > 0.9, "serving only {share}");
+    // Once the chaos stops, the pool settles with nothing paid for in vain.
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let l = market.ledger();
+            l.active_leases().len() == 2 && l.idle_deployments().is_empty()
+        })
+        .await,
+        "{:#?}",
+        market.ledger()
+    );
+    let ledger = market.ledger();
+    assert_eq!(ledger.max_leases_per_intent(), 1);
+    assert!(
+        ledger.deployments.len() > 4,
+        "chaos did strike: {ledger:#?}"
+    );
+    h.shutdown().await;
+}

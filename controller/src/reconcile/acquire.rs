@@ -4,6 +4,7 @@
 //! anywhere leaves a record that the next run (or startup recovery) can
 //! finish or undo.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Context, Error, Failpoint, Flow};
@@ -114,20 +115,27 @@ pub(super) async fn choose_bid(
     };
     let providers = ctx.providers().await?;
     let history = ctx.store.provider_history()?;
-    // A replacement must not land on the provider it replaces.
-    let avoid: Vec<String> = ctx
-        .store
-        .intents(false)?
-        .into_iter()
-        .filter(|i| i.pool == pool.name && i.step == Step::Replacing)
-        .filter_map(|i| i.bid.map(|b| b.provider))
-        .collect();
+    // A replacement must not land on the provider it replaces, and the
+    // pool's replicas spread across providers.
+    let mut avoid = Vec::new();
+    let mut busy: HashMap<String, u32> = HashMap::new();
+    for i in ctx.store.intents(false)? {
+        let Some(b) = i.bid.filter(|_| i.pool == pool.name && i.id != intent.id) else {
+            continue;
+        };
+        if i.step == Step::Replacing {
+            avoid.push(b.provider);
+        } else if i.step.is_live() {
+            *busy.entry(b.provider).or_default() += 1;
+        }
+    }
     let open: Vec<_> = bids
         .iter()
         .filter(|b| !avoid.contains(&b.id.provider))
         .cloned()
         .collect();
-    let picked = super::score::choose(pool, &open, &providers, &history, intent.region.as_deref());
+    let target = intent.region.as_deref();
+    let picked = super::score::choose(pool, &open, &providers, &history, &busy, target);
     let Some(bid) = picked else {
         give_up(
             ctx,
@@ -236,9 +244,9 @@ pub(super) async fn await_ready(
         if let Some(p) = &provider {
             ctx.store.record_provider(p, false, ctx.now_ms())?;
         }
-        let why = format!("lease gone before ready: {why}");
-        ctx.acquire_failed(&pool.name, &Error::Acquire(why.clone()));
-        give_up(ctx, intent, why)?;
+        // The provider's failure (recorded above), not the market's: no
+        // pool-wide backoff.
+        give_up(ctx, intent, format!("lease gone before ready: {why}"))?;
         return Ok(Flow::Continue);
     }
     let url = lease

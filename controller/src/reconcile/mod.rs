@@ -228,10 +228,12 @@ fn shape(pool: &Pool, ctx: &Context) -> Result<Option<Duration>, Error> {
             .filter_map(|i| i.region.clone())
             .collect();
         let mut regions = regions;
-        for _ in live..desired {
+        for k in live..desired {
             let region = place(pool, &demand, &regions);
+            // The index keeps the store's (created, id) order deterministic;
+            // the random tail keeps ids unique across restarts.
             let mut intent = Intent::new(
-                format!("{}-{now_ms}-{:08x}", pool.name, fastrand::u32(..)),
+                format!("{}-{now_ms}-{k:03}-{:08x}", pool.name, fastrand::u32(..)),
                 &pool.name,
                 IntentKind::Acquire,
                 now_ms,

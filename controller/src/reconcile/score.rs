@@ -12,6 +12,10 @@ const W_REGION: f64 = 0.25;
 const W_UPTIME: f64 = 0.15;
 const W_HISTORY: f64 = 0.15;
 const W_AUDITED: f64 = 0.05;
+/// Subtracted per lease the pool already has with the provider: one
+/// provider going down should take as few of a pool's replicas as possible,
+/// though not at the price of leaving the region demand asks for.
+const W_SPREAD: f64 = 0.2;
 
 /// Why a bid was not eligible, for the "no eligible bids" message.
 fn eligible(pool: &Pool, bid: &Bid, provider: Option<&ProviderInfo>) -> bool {
@@ -68,13 +72,15 @@ pub fn score(
         + W_AUDITED * audited
 }
 
-/// The best eligible bid, if any. Ties go to the lower provider id, so the
-/// choice is deterministic.
+/// The best eligible bid, if any. `busy` counts the pool's leases per
+/// provider. Ties go to the lower provider id, so the choice is
+/// deterministic.
 pub fn choose<'a>(
     pool: &Pool,
     bids: &'a [Bid],
     providers: &[ProviderInfo],
     history: &HashMap<String, ProviderHistory>,
+    busy: &HashMap<String, u32>,
     target_region: Option<&str>,
 ) -> Option<&'a Bid> {
     let info = |owner: &str| providers.iter().find(|p| p.owner == owner);
@@ -82,7 +88,8 @@ pub fn choose<'a>(
         .filter(|b| eligible(pool, b, info(&b.id.provider)))
         .map(|b| {
             let p = info(&b.id.provider);
-            let s = score(pool, b, p, history.get(&b.id.provider), target_region);
+            let s = score(pool, b, p, history.get(&b.id.provider), target_region)
+                - W_SPREAD * f64::from(busy.get(&b.id.provider).copied().unwrap_or(0));
             (b, s)
         })
         .max_by(|(a, sa), (b, sb)| {
@@ -158,7 +165,8 @@ mod tests {
             info("us", "na-us-west", true),
         ];
         let h = HashMap::new();
-        let pick = |t| choose(&p, &bids, &infos, &h, t).map(|b| b.id.provider.clone());
+        let none = HashMap::new();
+        let pick = |t| choose(&p, &bids, &infos, &h, &none, t).map(|b| b.id.provider.clone());
         assert_eq!(pick(Some("eu-central")).as_deref(), Some("eu"));
         assert_eq!(pick(Some("na-us-west")).as_deref(), Some("us"));
         // Our history with a provider moves the choice.
@@ -170,7 +178,11 @@ mod tests {
                 failures: 9,
             },
         );
-        let picked = choose(&p, &bids, &infos, &h, None).map(|b| b.id.provider.clone());
+        let picked = choose(&p, &bids, &infos, &h, &none, None).map(|b| b.id.provider.clone());
         assert_eq!(picked.as_deref(), Some("eu"));
+        // Spread: a provider already holding our lease loses to the next best.
+        let busy = HashMap::from([("eu".to_string(), 1)]);
+        let picked = choose(&p, &bids, &infos, &h, &busy, None).map(|b| b.id.provider.clone());
+        assert_eq!(picked.as_deref(), Some("us"));
     }
 }
