@@ -165,3 +165,35 @@ async fn startup_closes_our_orphans_and_leaves_other_controllers_alone() {
     h.shutdown().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test(start_paused = true)]
+async fn reconcile_is_idempotent_once_the_pool_is_in_shape() {
+    use leasegate_controller::demand::Signals;
+    use leasegate_controller::reconcile::{Context, reconcile};
+    let (market, mem) = sim(27, |_| {});
+    let path = store_path("idempotent");
+    let cfg = config(vec![pool(2, 2)]);
+    let (h, rx) = Controller::start(
+        cfg.clone(),
+        market.clone(),
+        open_store(&path),
+        Arc::new(mem.clone()),
+    );
+    assert!(until_ready(&rx, 2).await);
+    h.shutdown().await;
+    let before = market.ledger();
+    let ctx = Context::new(
+        "ctl-test".into(),
+        market.clone(),
+        open_store(&path),
+        Arc::new(mem.clone()),
+        Signals::default(),
+        leasegate_controller::sdl::builtin(),
+    );
+    for _ in 0..2 {
+        let action = reconcile(&cfg.pools[0], &ctx).await.unwrap();
+        assert!(action.requeue_after.is_some(), "explicit requeue");
+        assert_eq!(market.ledger(), before);
+    }
+    let _ = std::fs::remove_file(&path);
+}

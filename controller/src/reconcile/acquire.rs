@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use leasegate_fleet::Secret;
+
 use super::{Context, Error, Failpoint, Flow};
 use crate::market::{Dseq, LeaseState, MarketError, Tag};
 use crate::pool::Pool;
@@ -86,7 +88,7 @@ pub(super) async fn create(pool: &Pool, ctx: &Context, intent: &mut Intent) -> R
     ctx.fail(Failpoint::AfterCreate)?;
     tracing::info!(pool = %pool.name, intent = %intent.id, dseq = %created.dseq, "deployment created");
     intent.dseq = Some(created.dseq);
-    intent.manifest = Some(created.manifest);
+    intent.manifest = Some(Secret::new(created.manifest));
     intent.advance(Step::Created, ctx.now_ms());
     ctx.store.save_intent(intent)?;
     Ok(Flow::Continue)
@@ -170,7 +172,7 @@ pub(super) async fn lease(pool: &Pool, ctx: &Context, intent: &mut Intent) -> Re
     intent.attempts += 1;
     intent.updated_ms = ctx.now_ms();
     ctx.store.save_intent(intent)?;
-    match ctx.market.create_lease(&bid, &manifest).await {
+    match ctx.market.create_lease(&bid, manifest.expose()).await {
         Ok(()) => {}
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => {

@@ -110,8 +110,9 @@ pub struct Intent {
     pub kind: IntentKind,
     pub step: Step,
     pub dseq: Option<Dseq>,
-    /// Needed for the lease; only `create_deployment` returns it.
-    pub manifest: Option<String>,
+    /// Needed for the lease; only `create_deployment` returns it. Made
+    /// from the SDL, so it carries the replica key: never printed.
+    pub manifest: Option<Secret>,
     pub bid: Option<BidId>,
     /// The region the acquisition aims at (demand placement).
     pub region: Option<String>,
