@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod demand;
 pub mod fleet;
+pub mod fleet_follow;
 pub mod launcher;
 pub mod market;
 pub mod pool;

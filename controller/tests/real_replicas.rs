@@ -86,3 +86,75 @@ async fn leases_run_real_replicas_that_require_their_own_key() {
     assert_eq!(market.ledger().active_leases().len(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_tracks_the_long_poll_keeps_the_last_snapshot_and_restarts_from_its_cache() {
+    use leasegate_controller::fleet::{Publisher, fleet_handler};
+    use leasegate_controller::fleet_follow::{FollowConfig, follow};
+    let store = SqliteStore::in_memory().unwrap();
+    let (publisher, rx) = Publisher::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    fleet_handler(rx.clone(), req, Duration::from_millis(300))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    let cache = store_path("fleet-cache").with_extension("json");
+    let mut cfg = FollowConfig::new(format!("http://{addr}"));
+    cfg.cache_path = Some(cache.clone());
+    cfg.retry = Duration::from_millis(50);
+    let (frx, task) = follow(cfg.clone());
+    let mut ep = leasegate_fleet::Endpoint {
+        id: "lease-1".into(),
+        url: "http://127.0.0.1:9".into(),
+        kind: leasegate_fleet::Kind::Lease,
+        engine: leasegate_fleet::Engine::Vllm,
+        models: vec!["m".into()],
+        region: leasegate_fleet::Region {
+            code: "eu-central".into(),
+            country: None,
+            lat: 0.0,
+            lon: 0.0,
+        },
+        provider: None,
+        price_per_hour_usd: 2.0,
+        max_concurrency: 4,
+        state: leasegate_fleet::State::Ready,
+        credential: Some(Credential::Key {
+            key: leasegate_fleet::Secret::new("sk-x"),
+        }),
+    };
+    let v1 = publisher.publish(&store, vec![ep.clone()]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || frx.borrow().version == v1).await);
+    ep.state = leasegate_fleet::State::Draining;
+    let v2 = publisher.publish(&store, vec![ep.clone()]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || frx.borrow().version == v2).await);
+    assert_eq!(
+        frx.borrow().endpoints[0].state,
+        leasegate_fleet::State::Draining
+    );
+    // The controller goes away: the follower keeps what it had.
+    server.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(frx.borrow().version, v2);
+    task.abort();
+    // A restarted follower starts from the cache, controller or not.
+    let (again, task) = follow(cfg);
+    assert_eq!(again.borrow().version, v2);
+    assert_eq!(again.borrow().endpoints, vec![ep]);
+    task.abort();
+    let _ = std::fs::remove_file(&cache);
+}
