@@ -9,11 +9,21 @@ use leasegate_fleet::Secret;
 
 use crate::pool::{Pool, PoolEngine};
 
-/// Renders a pool's SDL with one replica's API key.
-pub type RenderSdl = Arc<dyn Fn(&Pool, &Secret) -> String + Send + Sync>;
+/// What varies per replica when rendering a pool's SDL.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderInput<'a> {
+    pub replica_key: &'a Secret,
+    /// The region this acquisition aims at, if any; a template may pin it
+    /// (`location-region`) or leave placement to bid scoring.
+    pub region: Option<&'a str>,
+}
+
+/// Renders a pool's SDL for one replica. An `Err` (a template that cannot
+/// express the pool) abandons the acquisition with that reason.
+pub type RenderSdl = Arc<dyn Fn(&Pool, &RenderInput<'_>) -> Result<String, String> + Send + Sync>;
 
 pub fn builtin() -> RenderSdl {
-    Arc::new(render_builtin)
+    Arc::new(|pool, input| Ok(render_builtin(pool, input.replica_key)))
 }
 
 /// YAML-quotes a value (double quotes, escaped) so a model name cannot
@@ -91,4 +101,28 @@ deployment:
 ",
         max_uact = (pool.max_price_per_hour * 1e6 / crate::market::BLOCKS_PER_HOUR).round()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_name_cannot_break_out_of_the_template() {
+        let mut pool: Pool = toml::from_str(
+            "name=\"p\"\nmodel=\"m\"\nengine=\"vllm\"\ngpu_models=[\"h100\"]\nmin_replicas=1\nmax_replicas=1\nmax_price_per_hour=2.7\n",
+        )
+        .unwrap();
+        pool.model = "evil\", \"--trust-remote-code".into();
+        let key = Secret::new("sk-lg-1");
+        let input = RenderInput {
+            replica_key: &key,
+            region: None,
+        };
+        let sdl = builtin()(&pool, &input).unwrap();
+        assert!(sdl.contains(r#""evil\", \"--trust-remote-code""#), "{sdl}");
+        assert!(sdl.contains(r#""--api-key", "sk-lg-1""#));
+        // $2.7/h is 4,500 uact per block.
+        assert!(sdl.contains("amount: 4500"), "{sdl}");
+    }
 }

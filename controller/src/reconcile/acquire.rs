@@ -80,7 +80,19 @@ pub(super) async fn create(pool: &Pool, ctx: &Context, intent: &mut Intent) -> R
     intent.updated_ms = ctx.now_ms();
     ctx.store.save_intent(intent)?;
     ctx.fail(Failpoint::AfterIntent)?;
-    let sdl = (ctx.render)(pool, &key);
+    let input = crate::sdl::RenderInput {
+        replica_key: &key,
+        region: intent.region.as_deref(),
+    };
+    let sdl = match (ctx.render)(pool, &input) {
+        Ok(sdl) => sdl,
+        Err(e) => {
+            let why = format!("sdl: {e}");
+            ctx.acquire_failed(&pool.name, &Error::Acquire(why.clone()));
+            give_up(ctx, intent, why)?;
+            return Ok(Flow::Continue);
+        }
+    };
     let created = ctx
         .market
         .create_deployment(&sdl, &tag(ctx, intent))

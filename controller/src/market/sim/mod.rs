@@ -65,12 +65,30 @@ fn flag_value(tokens: &[&str], flag: &str) -> Option<String> {
     })
 }
 
-/// GPU models the SDL accepts (`- model: h100` under the gpu attributes).
+/// GPU models the SDL accepts: `- model: h100` (block YAML) or
+/// `"model":"h100"` (flow YAML / JSON) under the gpu attributes.
 fn sdl_gpu_models(sdl: &str) -> Vec<String> {
-    sdl.lines()
+    let mut out: Vec<String> = sdl
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("- model:"))
         .map(|m| m.trim().trim_matches('"').to_ascii_lowercase())
-        .collect()
+        .collect();
+    for (i, _) in sdl.match_indices("\"model\"") {
+        let rest = sdl[i + 7..].trim_start();
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
+        let value: String = rest
+            .trim_start()
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !value.is_empty() {
+            out.push(value.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 impl SimMarket {

@@ -183,3 +183,11 @@ async fn chaos_kills_a_provider_that_holds_a_lease_then_revives_it() {
     assert!(online());
     chaos.abort();
 }
+
+#[test]
+fn gpu_models_are_read_from_block_and_flow_yaml() {
+    assert_eq!(super::sdl_gpu_models("  - model: H100\n"), ["h100"]);
+    let flow = r#"nvidia: [{"model":"a100","ram":"80Gi"}, {"model": "h100"}]
+args: ["--model", "meta/llama"]"#;
+    assert_eq!(super::sdl_gpu_models(flow), ["a100", "h100"]);
+}
