@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 pub use catalogue::{SimConfig, SimProvider, default_catalogue};
-use state::{Books, SimBidRec, SimDeployment, SimLeaseRec, usd_per_sec};
+use state::{Books, SimBidRec, SimDeployment, SimLeaseRec, secs, usd_per_sec};
 pub use state::{Ledger, LedgerDeployment, LedgerLease};
 
 use crate::launcher::{ReplicaLauncher, ReplicaSpec};
@@ -506,13 +506,9 @@ impl Market for SimMarket {
                     }
                 })
                 .collect();
-            // With nothing draining it, the runway is unbounded; a decade
-            // stands in for that.
-            let runway = if rate > 0.0 {
-                Duration::from_secs_f64((d.funds_usd / rate).max(0.0))
-            } else {
-                Duration::from_secs(10 * 365 * 86_400)
-            };
+            // With nothing draining it, the runway is unbounded; `secs`
+            // caps it at a decade.
+            let runway = secs(d.funds_usd / rate);
             Ok(DeploymentStatus {
                 dseq: dseq.clone(),
                 state: d.state,

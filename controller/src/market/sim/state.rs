@@ -47,6 +47,13 @@ pub(super) struct SimDeployment {
     pub lease: Option<SimLeaseRec>,
 }
 
+/// Seconds as a `Duration`, saturating at a decade for infinite or huge
+/// values (a free lease never runs dry).
+pub(super) fn secs(s: f64) -> Duration {
+    const DECADE: Duration = Duration::from_secs(10 * 365 * 86_400);
+    Duration::try_from_secs_f64(s.max(0.0)).map_or(DECADE, |d| d.min(DECADE))
+}
+
 /// USD drained per second by a lease at `uact_per_block`.
 pub(super) fn usd_per_sec(uact_per_block: f64) -> f64 {
     uact_per_block / 1e6 / crate::market::BLOCK_SECONDS
@@ -81,7 +88,7 @@ impl Books {
             }
             let rate = usd_per_sec(lease.uact_per_block);
             let elapsed = now.saturating_duration_since(d.settled_at).as_secs_f64();
-            let dry_at = d.settled_at + Duration::from_secs_f64((d.funds_usd / rate).max(0.0));
+            let dry_at = d.settled_at + secs(d.funds_usd / rate);
             let unstable_at = self.down.get(&lease.provider).map(|t| *t + unstable_after);
             // Whichever happens first closes the lease, at its own instant.
             let first = match unstable_at {

@@ -191,3 +191,21 @@ fn gpu_models_are_read_from_block_and_flow_yaml() {
 args: ["--model", "meta/llama"]"#;
     assert_eq!(super::sdl_gpu_models(flow), ["a100", "h100"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_free_lease_never_runs_dry_and_does_not_panic() {
+    let mem = MemReplicas::new();
+    let mut cfg = SimConfig::fast(1);
+    for p in &mut cfg.providers {
+        p.no_bid_chance = 0.0;
+        for price in &mut p.prices {
+            price.1 = 0.0;
+        }
+    }
+    let m = SimMarket::new(cfg, Arc::new(mem));
+    let (dseq, _) = leased(&m).await;
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    let s = m.status(&dseq).await.unwrap();
+    assert_eq!(s.leases[0].state, LeaseState::Active);
+    assert!(s.escrow.unwrap().runway > Duration::from_secs(365 * 86_400));
+}
