@@ -158,7 +158,7 @@ pub fn table(st: &ControllerStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<24} {:>5} {:>7} {:>9} {:>8}  {:<12} note",
+        "{:<16} {:<24} {:>5} {:>7} {:>9} {:>8}  {:<12} NOTE",
         "POOL", "MODEL", "READY", "DESIRED", "ACQUIRING", "DRAINING", "PHASE"
     );
     for p in &st.pools {

@@ -198,6 +198,7 @@ async fn scale_down_drains_before_closing_and_demand_scales_up() {
         );
     }
     let table = leasegate_controller::status::table(&h.status().unwrap());
+    println!("{table}");
     assert!(
         table.contains("na-us-west") && table.contains("spend: $"),
         "{table}"
