@@ -76,6 +76,10 @@ impl Controller {
         Self::start_with(config, Deps::new(market, store, prober))
     }
 
+    /// Pools that fail [`Pool::validate`] are not reconciled (an error goes
+    /// to the log) but their leases are kept, not treated as orphans: a typo
+    /// must not close a fleet. Call [`ControllerConfig::validate`] first to
+    /// refuse such a config instead.
     pub fn start_with(
         config: ControllerConfig,
         deps: Deps,
@@ -185,6 +189,13 @@ async fn run(
     let loops: Vec<_> = config
         .pools
         .iter()
+        .filter(|p| match p.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "pool not reconciled");
+                false
+            }
+        })
         .map(|pool| {
             tokio::spawn(pool_loop(
                 pool.clone(),

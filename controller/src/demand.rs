@@ -103,8 +103,10 @@ pub fn desired_replicas(
     state: &mut ScaleState,
     now: Instant,
 ) -> u32 {
-    let current = state.target.unwrap_or(pool.min_replicas);
-    let current = current.clamp(pool.min_replicas, pool.max_replicas);
+    // `clamp` panics on min > max; a pool that skipped validation must
+    // not take the reconcile loop down with it.
+    let (lo, hi) = (pool.min_replicas, pool.max_replicas.max(pool.min_replicas));
+    let current = state.target.unwrap_or(lo).clamp(lo, hi);
     let load: f64 = demand
         .iter()
         .map(|(_, d)| d.requests_per_sec + d.overflow_per_sec)
@@ -117,7 +119,7 @@ pub fn desired_replicas(
     if pressure > 1.0 {
         needed = needed.max(current + 1);
     }
-    let needed = needed.clamp(pool.min_replicas, pool.max_replicas);
+    let needed = needed.clamp(lo, hi);
     let next = if needed > current && cooled(state.last_change, pool.scale_up_cooldown, now) {
         needed
     } else if needed < current
