@@ -358,3 +358,38 @@ async fn under_provider_chaos_the_pool_keeps_serving_and_leaves_no_orphans() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_runs_dry_is_replaced_and_its_deployment_cleaned_up() {
+    // $0.05 lasts about a minute; a 1 s threshold means no top-up in time.
+    let (market, mem) = sim(18, |c| c.initial_deposit_usd = 0.05);
+    let mut p = pool(1, 1);
+    p.runway_threshold = Duration::from_millis(1);
+    let (h, rx) = start(&market, &mem, vec![p]);
+    assert!(until_ready(&rx, 1).await);
+    let first = market.ledger().active_leases()[0].dseq.clone();
+    assert!(
+        wait_until(Duration::from_secs(180), || {
+            let l = market.ledger();
+            let gone = l.by_dseq(&first).unwrap();
+            gone.lease.as_ref().unwrap().state == LeaseState::InsufficientFunds
+                && l.active_leases().iter().any(|d| d.dseq != first)
+        })
+        .await,
+        "{:#?}",
+        market.ledger()
+    );
+    let ledger = market.ledger();
+    let gone = ledger.by_dseq(&first).unwrap();
+    assert_eq!(
+        gone.lease.as_ref().unwrap().close_reason.as_deref(),
+        Some("insufficient_funds")
+    );
+    assert!(
+        rx.borrow()
+            .endpoints
+            .iter()
+            .all(|e| e.id != format!("lease-{first}"))
+    );
+    h.shutdown().await;
+}
