@@ -14,6 +14,9 @@ use crate::market::{Dseq, LeaseState, MarketError, Tag};
 use crate::pool::Pool;
 use crate::store::{Intent, LeaseRecord, Step};
 
+/// Tries of `create_lease` on one bid before giving up on it.
+const LEASE_ATTEMPTS: u32 = 3;
+
 fn tag(ctx: &Context, intent: &Intent) -> Tag {
     Tag {
         controller_id: ctx.controller_id.clone(),
@@ -186,7 +189,10 @@ pub(super) async fn lease(pool: &Pool, ctx: &Context, intent: &mut Intent) -> Re
     ctx.store.save_intent(intent)?;
     match ctx.market.create_lease(&bid, manifest.expose()).await {
         Ok(()) => {}
-        Err(e) if e.is_transient() => return Err(e.into()),
+        // Retried (the call is idempotent), but not forever: a provider
+        // that cannot take the manifest is given up on while other bids
+        // may still be fresh enough for the next acquisition.
+        Err(e) if e.is_transient() && intent.attempts < LEASE_ATTEMPTS => return Err(e.into()),
         Err(e) => {
             ctx.store
                 .record_provider(&bid.provider, false, ctx.now_ms())?;
