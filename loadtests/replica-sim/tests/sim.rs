@@ -611,3 +611,19 @@ async fn ttft_and_inter_token_delays_pace_the_reply() {
     );
     assert!(start.elapsed() >= ttft + itl * 2, "{:?}", start.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn delays_follow_tokio_time_so_paused_tests_run_instantly() {
+    // The controller's simulated market runs under a paused clock; an hour-long TTFT
+    // must then cost nothing in real time.
+    let r = Replica::start(Behavior {
+        ttft: Duration::from_secs(3600),
+        ..behavior(2)
+    })
+    .await
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let (status, _) = call(&r, post("/v1/chat/completions", &chat(""))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_secs(3600));
+}
