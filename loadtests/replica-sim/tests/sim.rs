@@ -387,15 +387,7 @@ async fn queued_requests_show_as_waiting_in_metrics() {
         let (a, b) = tokio::join!(first, second);
         (a.status(), b.status())
     });
-    let mut seen = String::new();
-    for _ in 0..30 {
-        let (_, body) = call(&r, get("/metrics")).await;
-        seen = String::from_utf8(body.to_vec()).unwrap();
-        if seen.contains("vllm:num_requests_waiting 1\n") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seen = metrics_until(&r, "vllm:num_requests_waiting 1\n").await;
     assert!(seen.contains("vllm:num_requests_waiting 1\n"), "{seen}");
     assert!(seen.contains("vllm:num_requests_running 1\n"), "{seen}");
     assert_eq!(both.await.unwrap(), (StatusCode::OK, StatusCode::OK));
@@ -626,4 +618,38 @@ async fn delays_follow_tokio_time_so_paused_tests_run_instantly() {
     let (status, _) = call(&r, post("/v1/chat/completions", &chat(""))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(start.elapsed() >= Duration::from_secs(3600));
+}
+
+/// Polls `/metrics` (bounded) until it contains `want`; returns the last text.
+async fn metrics_until(r: &Replica, want: &str) -> String {
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = String::from_utf8(call(r, get("/metrics")).await.1.to_vec()).unwrap();
+        if seen.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn max_concurrency_can_shrink_and_grow_live() {
+    let slow = |max| Behavior {
+        max_concurrency: max,
+        ttft: Duration::from_millis(500),
+        ..behavior(1)
+    };
+    let r = Replica::start(slow(2)).await.unwrap();
+    r.set_behavior(slow(1));
+    let a = tokio::spawn(send_to(r.addr(), post("/v1/chat/completions", &chat(""))));
+    let b = tokio::spawn(send_to(r.addr(), post("/v1/chat/completions", &chat(""))));
+    let seen = metrics_until(&r, "vllm:num_requests_waiting 1\n").await;
+    assert!(seen.contains("vllm:num_requests_waiting 1\n"), "{seen}");
+    r.set_behavior(slow(2));
+    let seen = metrics_until(&r, "vllm:num_requests_running 2\n").await;
+    assert!(seen.contains("vllm:num_requests_running 2\n"), "{seen}");
+    assert!(seen.contains("vllm:num_requests_waiting 0\n"), "{seen}");
+    assert_eq!(a.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(b.await.unwrap().status(), StatusCode::OK);
 }
