@@ -2,82 +2,20 @@
 // Helpers outside #[test] fns are not covered by clippy.toml's test allowance.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
+use support::*;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use leasegate_replica_sim::{Behavior, Engine, Replica};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_millis(300);
-
-fn behavior(tokens: u32) -> Behavior {
-    Behavior {
-        models: vec!["m".into()],
-        tokens,
-        ..Behavior::default()
-    }
-}
-
-fn chat(extra: &str) -> String {
-    format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hello there"}}]{extra}}}"#)
-}
-
-async fn send_with(r: &Replica, req: Request<Full<Bytes>>) -> http::Response<Incoming> {
-    send_to(r.addr(), req).await
-}
-
-async fn send_to(
-    addr: std::net::SocketAddr,
-    req: Request<Full<Bytes>>,
-) -> http::Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx.send_request(req).await.unwrap()
-}
-
-fn post(path: &str, body: &str) -> Request<Full<Bytes>> {
-    Request::post(path)
-        .header("host", "sim")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", "sim")
-        .body(Full::default())
-        .unwrap()
-}
-
-async fn call(r: &Replica, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
-    let resp = send_with(r, req).await;
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
-
-fn json(b: &[u8]) -> Value {
-    serde_json::from_slice(b).unwrap()
-}
-
-/// The next body frame's data, `None` at the end; panics on a body error.
-async fn frame(body: &mut Incoming) -> Option<String> {
-    let f = body.frame().await?.unwrap();
-    Some(String::from_utf8(f.into_data().unwrap().to_vec()).unwrap())
-}
-
-fn event_json(event: &str) -> Value {
-    json(event.strip_prefix("data: ").unwrap().trim_end().as_bytes())
-}
 
 #[tokio::test]
 async fn non_streaming_chat_has_the_openai_shape() {
@@ -269,13 +207,6 @@ async fn error_draws_follow_the_seed() {
         (1..20).contains(&errors),
         "a 0.5 rate mixes outcomes: {errors}"
     );
-}
-
-/// A replica with `b` and the body of a streaming chat request to it.
-async fn open_stream(b: Behavior) -> (Replica, Incoming) {
-    let r = Replica::start(b).await.unwrap();
-    let resp = send_with(&r, post("/v1/chat/completions", &chat(r#","stream":true"#))).await;
-    (r, resp.into_body())
 }
 
 #[tokio::test]
@@ -618,19 +549,6 @@ async fn delays_follow_tokio_time_so_paused_tests_run_instantly() {
     let (status, _) = call(&r, post("/v1/chat/completions", &chat(""))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(start.elapsed() >= Duration::from_secs(3600));
-}
-
-/// Polls `/metrics` (bounded) until it contains `want`; returns the last text.
-async fn metrics_until(r: &Replica, want: &str) -> String {
-    let mut seen = String::new();
-    for _ in 0..50 {
-        seen = String::from_utf8(call(r, get("/metrics")).await.1.to_vec()).unwrap();
-        if seen.contains(want) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    seen
 }
 
 #[tokio::test]
