@@ -84,6 +84,11 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Waits until the gateway's fleet view has a replica of llama.
+async fn until_serving(gateway: &leasegate_gateway::Running, limit: Duration) -> bool {
+    wait_until(limit, || gateway.fleet.current().serves(LLAMA)).await
+}
+
 fn ready(status: &ControllerStatus, pool: &str) -> u32 {
     status
         .pools
@@ -144,14 +149,7 @@ async fn serve_keeps_answering_while_the_sim_kills_providers_and_the_pool_recove
         handle.status()
     );
     // Wait for the gateway to have the fleet too, then a lease answers.
-    assert!(
-        wait_until(Duration::from_secs(10), || served
-            .gateway
-            .fleet
-            .current()
-            .serves(LLAMA))
-        .await
-    );
+    assert!(until_serving(&served.gateway, Duration::from_secs(10)).await);
     assert!(one_request(api, false, None).await);
     assert!(
         served
@@ -293,14 +291,7 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     };
     let gw = gateway_only(Some(token.clone())).await;
     let api = gw.gateway.api_addr;
-    assert!(
-        wait_until(Duration::from_secs(30), || gw
-            .gateway
-            .fleet
-            .current()
-            .serves(LLAMA))
-        .await
-    );
+    assert!(until_serving(&gw.gateway, Duration::from_secs(30)).await);
     assert!(one_request(api, false, None).await);
 
     // The controller goes away; its leases (the market) stay up.
