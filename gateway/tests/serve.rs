@@ -283,7 +283,8 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     let gateway_only = |token: Option<Secret>| {
         let args = follower_args(admin, &cache);
         async move {
-            let quick = "[timeouts]\ndrain = \"2s\"\n[health]\nprobe_interval = \"1s\"\n";
+            let quick = "[timeouts]\ndrain = \"2s\"\n[health]\nprobe_interval = \"1s\"\n\
+                [controller]\ndemand_interval = \"300ms\"\n";
             GatewayOnly::start(args, unified::parse(quick, Defaults::None).unwrap(), token)
                 .await
                 .unwrap()
@@ -292,7 +293,24 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     let gw = gateway_only(Some(token.clone())).await;
     let api = gw.gateway.api_addr;
     assert!(until_serving(&gw.gateway, Duration::from_secs(30)).await);
-    assert!(one_request(api, false, None).await);
+    for _ in 0..3 {
+        assert!(one_request(api, false, Some("eu-central")).await);
+    }
+    // The follower reports demand and in-flight counts back over HTTP.
+    let signals = controller.control.signals.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || signals
+            .demand_for(LLAMA)
+            .iter()
+            .any(|(r, d)| r == "eu-central" && d.requests_per_sec > 0.0))
+        .await,
+        "{:?}",
+        signals.demand_for(LLAMA)
+    );
+    let lease = fleet.borrow().ready().next().map(|e| e.id.clone()).unwrap();
+    assert!(signals.endpoint(&lease).is_some());
+    let anonymous = support::post(admin, "/demand", r#"{"demand":[],"endpoints":[]}"#).await;
+    assert_eq!(anonymous.status, 401);
 
     // The controller goes away; its leases (the market) stay up.
     let market = controller.control.sim.clone().unwrap();
