@@ -342,3 +342,69 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     drop(market);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarted_on_its_state_file_numbers_new_deployments_above_the_old_ones() {
+    let dir = temp_dir("restart");
+    let first = Served::start(serve_config(&dir, 3), None, None)
+        .await
+        .unwrap();
+    let handle = first.control.handle.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || handle
+            .status()
+            .is_ok_and(|s| ready(&s, "llama") >= 3))
+        .await
+    );
+    let old_max = max_dseq(&first.control.sim.clone().unwrap().ledger());
+    let old_version = first.control.fleet.borrow().version;
+    drop(handle);
+    first.shutdown().await;
+
+    // The sim market died with the process; the store remembers its leases.
+    let second = Served::start(serve_config(&dir, 3), None, None)
+        .await
+        .unwrap();
+    let handle = second.control.handle.clone();
+    let market = second.control.sim.clone().unwrap();
+    // The old leases are gone with the old market: the pools lease anew
+    // (3 llama + 1 bge) and the store's stale records are closed.
+    assert!(
+        wait_until(Duration::from_secs(60), || market
+            .ledger()
+            .active_leases()
+            .len()
+            >= 4
+            && handle.status().is_ok_and(|s| ready(&s, "llama") >= 3
+                && s.leases
+                    .iter()
+                    .all(|l| l.dseq.parse::<u64>().unwrap() > old_max)))
+        .await,
+        "{:#?}",
+        handle.status()
+    );
+    let ledger = market.ledger();
+    assert!(
+        ledger
+            .deployments
+            .iter()
+            .all(|d| d.dseq.parse::<u64>().unwrap() > old_max),
+        "a new deployment reused an old number"
+    );
+    // Gateways following this controller never see the version go back.
+    assert!(until_serving(&second.gateway, Duration::from_secs(10)).await);
+    assert!(second.control.fleet.borrow().version > old_version);
+    assert!(one_request(second.gateway.api_addr, false, None).await);
+    drop(handle);
+    second.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn max_dseq(ledger: &leasegate_controller::market::sim::Ledger) -> u64 {
+    ledger
+        .deployments
+        .iter()
+        .filter_map(|d| d.dseq.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
