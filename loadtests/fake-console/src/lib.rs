@@ -1,0 +1,1 @@
+//! A fake Akash Console API.
