@@ -44,6 +44,7 @@ const HEIGHT_TTL: Duration = Duration::from_secs(60);
 pub struct AkashMarket {
     client: ConsoleClient,
     deposit_usd: f64,
+    page_size: u32,
     /// Tags never change for a dseq, so each is looked up once per process.
     tags: Mutex<HashMap<Dseq, Option<Tag>>>,
     height: Mutex<Option<(f64, Instant)>>,
@@ -59,6 +60,7 @@ impl AkashMarket {
         Ok(Self {
             client: ConsoleClient::new(base_url, api_key, policy)?,
             deposit_usd: 0.0,
+            page_size: PAGE,
             tags: Mutex::new(HashMap::new()),
             height: Mutex::new(None),
         })
@@ -76,6 +78,12 @@ impl AkashMarket {
         let mut m = Self::new(&cfg.base_url, key, cfg.retry_policy())?;
         m.deposit_usd = cfg.deposit_usd;
         Ok(m)
+    }
+
+    /// Deployments per page when listing (default 100).
+    pub fn with_page_size(mut self, n: u32) -> Self {
+        self.page_size = n.max(1);
+        self
     }
 
     /// Whether Console tops this deployment's escrow up on its own.
@@ -347,7 +355,7 @@ impl Market for AkashMarket {
         let mut out = Vec::new();
         let mut skip = 0u64;
         for _ in 0..MAX_PAGES {
-            let path = format!("/v1/deployments?skip={skip}&limit={PAGE}");
+            let path = format!("/v1/deployments?skip={skip}&limit={}", self.page_size);
             let body = self
                 .client
                 .call(Method::GET, &path, None, Idempotent::Yes, &[])
