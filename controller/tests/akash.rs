@@ -304,9 +304,12 @@ async fn listing_walks_every_page() {
 }
 
 fn reference(name: &str) -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/akash")
-        .join(name);
+    // `../shared` beside the checkout; LEASEGATE_SHARED overrides it (worktrees).
+    let shared = std::env::var_os("LEASEGATE_SHARED").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        std::path::PathBuf::from,
+    );
+    let p = shared.join("reference/akash").join(name);
     if p.exists() {
         Some(p)
     } else {
