@@ -107,12 +107,13 @@ fn addresses(status: &wire::LeaseStatusWire) -> Vec<ServiceAddress> {
     }
     for ports in status.forwarded_ports.iter().flat_map(|m| m.values()) {
         for p in ports {
-            if let (Some(host), Some(ext)) = (p.host.as_deref(), p.external_port.u32()) {
-                if !host.is_empty() && ext > 0 {
-                    out.push(ServiceAddress {
-                        url: format!("http://{host}:{ext}"),
-                    });
-                }
+            if let (Some(host), Some(ext)) = (p.host.as_deref(), p.external_port.u32())
+                && !host.is_empty()
+                && ext > 0
+            {
+                out.push(ServiceAddress {
+                    url: format!("http://{host}:{ext}"),
+                });
             }
         }
     }

@@ -118,10 +118,10 @@ impl AkashMarket {
     /// between; `None` when it was never learned.
     async fn height(&self) -> Option<f64> {
         let cached = *lock(&self.height);
-        if let Some((h, at)) = cached {
-            if at.elapsed() < HEIGHT_TTL {
-                return Some(h + at.elapsed().as_secs_f64() / crate::market::BLOCK_SECONDS);
-            }
+        if let Some((h, at)) = cached
+            && at.elapsed() < HEIGHT_TTL
+        {
+            return Some(h + at.elapsed().as_secs_f64() / crate::market::BLOCK_SECONDS);
         }
         let fetched = async {
             let body = self

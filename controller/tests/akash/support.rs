@@ -1,6 +1,6 @@
 //! Shared helpers for the `akash` market tests: a fake Console with three
 //! providers, a fast retry policy, SDL parameters and one acquisition.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::time::Duration;
 

@@ -188,10 +188,10 @@ impl SdlFacts {
     /// The model name clients use.
     pub fn model(&self) -> String {
         for flag in ["--served-model-name", "--model", "--model-id"] {
-            if let Some(i) = self.args.iter().position(|a| a == flag) {
-                if let Some(m) = self.args.get(i + 1) {
-                    return m.clone();
-                }
+            if let Some(i) = self.args.iter().position(|a| a == flag)
+                && let Some(m) = self.args.get(i + 1)
+            {
+                return m.clone();
             }
         }
         "sim-model".into()
@@ -311,7 +311,7 @@ impl World {
         self.providers
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.online && d.facts.gpu_models.iter().any(|m| *m == p.gpu_model))
+            .filter(|(_, p)| p.online && d.facts.gpu_models.contains(&p.gpu_model))
             .filter(|(_, p)| p.price_uact <= d.facts.price_cap)
             .filter(|(_, p)| d.facts.region.as_ref().is_none_or(|r| *r == p.region))
             .collect()

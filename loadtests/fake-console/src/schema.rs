@@ -77,10 +77,10 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<String>,
             fail(format!("{v} not in enum"));
         }
     }
-    if let Some(c) = s.get("const") {
-        if c != v {
-            fail(format!("expected const {c}"));
-        }
+    if let Some(c) = s.get("const")
+        && c != v
+    {
+        fail(format!("expected const {c}"));
     }
     if let Some(n) = v.as_f64() {
         let num = |k: &str| s.get(k).and_then(Value::as_f64);
@@ -116,10 +116,10 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<String>,
             .into_iter()
             .flatten()
         {
-            if let Some(k) = r.as_str() {
-                if !obj.contains_key(k) {
-                    errs.push(format!("{path}: missing required {k}"));
-                }
+            if let Some(k) = r.as_str()
+                && !obj.contains_key(k)
+            {
+                errs.push(format!("{path}: missing required {k}"));
             }
         }
         if s.get("minProperties")
@@ -176,10 +176,10 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<String>,
         {
             errs.push(format!("{path}: too many items"));
         }
-        if let Some(c) = s.get("contains") {
-            if !arr.iter().any(|x| passes(root, c, x, depth)) {
-                errs.push(format!("{path}: no item matches contains"));
-            }
+        if let Some(c) = s.get("contains")
+            && !arr.iter().any(|x| passes(root, c, x, depth))
+        {
+            errs.push(format!("{path}: no item matches contains"));
         }
     }
     for sub in s
@@ -190,10 +190,10 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<String>,
     {
         check(root, sub, v, path, errs, depth + 1);
     }
-    if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
-        if !any.iter().any(|x| passes(root, x, v, depth)) {
-            errs.push(format!("{path}: matches no anyOf branch"));
-        }
+    if let Some(any) = s.get("anyOf").and_then(Value::as_array)
+        && !any.iter().any(|x| passes(root, x, v, depth))
+    {
+        errs.push(format!("{path}: matches no anyOf branch"));
     }
     if let Some(one) = s.get("oneOf").and_then(Value::as_array) {
         let n = one.iter().filter(|x| passes(root, x, v, depth)).count();
@@ -201,15 +201,15 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<String>,
             errs.push(format!("{path}: matches {n} oneOf branches, expected 1"));
         }
     }
-    if let Some(not) = s.get("not") {
-        if passes(root, not, v, depth) {
-            errs.push(format!("{path}: matches a `not` schema"));
-        }
+    if let Some(not) = s.get("not")
+        && passes(root, not, v, depth)
+    {
+        errs.push(format!("{path}: matches a `not` schema"));
     }
-    if let (Some(cond), Some(then)) = (s.get("if"), s.get("then")) {
-        if passes(root, cond, v, depth) {
-            check(root, then, v, path, errs, depth + 1);
-        }
+    if let (Some(cond), Some(then)) = (s.get("if"), s.get("then"))
+        && passes(root, cond, v, depth)
+    {
+        check(root, then, v, path, errs, depth + 1);
     }
 }
 

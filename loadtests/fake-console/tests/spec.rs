@@ -56,6 +56,7 @@ struct Checker {
 }
 
 impl Checker {
+    #[allow(clippy::unwrap_used, reason = "test helper")]
     /// Calls the fake and validates the answer against `template`'s schema.
     async fn call(
         &mut self,
@@ -249,7 +250,8 @@ async fn every_fake_answer_matches_the_console_spec() {
     c.call("GET", "/v1/providers", "/v1/providers", None).await;
     c.call("GET", "/v1/blocks", "/v1/blocks?limit=1", None)
         .await;
-    for reason in ["unstable"] {
+    {
+        let reason = "unstable";
         fake.control(Control::CloseLease {
             dseq: dseq.clone(),
             reason: reason.into(),
