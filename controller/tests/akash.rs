@@ -9,7 +9,7 @@ use leasegate_controller::akash::{AkashConfig, AkashMarket, close_all_owned, tag
 use leasegate_controller::market::{
     BidState, DeploymentState, Dseq, LeaseState, Market, MarketError, Tag,
 };
-use leasegate_fake_console::{Control, Fault, schema};
+use leasegate_fake_console::{Control, FakeConsole, Fault, schema};
 use leasegate_fleet::{Engine, Secret};
 
 #[path = "akash/support.rs"]
@@ -382,4 +382,43 @@ fn config_akash_toml_parses_and_validates() {
     let typo = "base_url = \"https://x\"\napi_key_env = \"K\"\nbid_windw = \"9s\"\n[price_caps_usd_per_hour]\nh100 = 1.0\n";
     let err = toml::from_str::<AkashConfig>(typo).unwrap_err().to_string();
     assert!(err.contains("bid_windw"), "{err}");
+}
+
+#[tokio::test]
+async fn bids_arrive_over_time_and_expire() {
+    let mut cfg = fake_config();
+    cfg.bid_ttl = Duration::from_millis(300);
+    for p in &mut cfg.providers {
+        p.bid_delay = Duration::from_millis(150);
+    }
+    let fake = FakeConsole::start(cfg).await.unwrap();
+    let m = AkashMarket::new(&fake.url(), Secret::new(API_KEY), policy()).unwrap();
+    let p = params(Engine::Vllm, Expose::Port);
+    let created = m
+        .create_deployment(&sdl::render(&p).unwrap(), &tag("late"))
+        .await
+        .unwrap();
+    assert!(m.bids(&created.dseq).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = m.bids(&created.dseq).await.unwrap();
+    assert!(
+        !open.is_empty() && open.iter().all(|b| b.state == BidState::Open),
+        "{open:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = m.bids(&created.dseq).await.unwrap();
+    assert!(
+        expired.iter().all(|b| b.state == BidState::Closed),
+        "{expired:?}"
+    );
+    // Accepting an expired bid is refused, and no lease appears.
+    let err = m
+        .create_lease(&open[0].id, &created.manifest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MarketError::Rejected { status: 400, .. }),
+        "{err:?}"
+    );
+    assert!(fake.ledger().deployments[0].leases.is_empty());
 }
