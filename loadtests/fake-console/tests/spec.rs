@@ -320,3 +320,56 @@ async fn the_api_key_is_required_where_the_spec_says() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_binary_serves_the_ledger_and_control_knobs() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-console"))
+        .args(["--listen", "127.0.0.1:0", "--api-key", KEY])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let send = |req: http::Request<Full<Bytes>>| client.request(req);
+    let create = http::Request::post(format!("{url}/v1/deployments"))
+        .header("x-api-key", KEY)
+        .body(Full::new(Bytes::from(
+            json!({"data": {"sdl": SDL}}).to_string(),
+        )))
+        .unwrap();
+    assert_eq!(send(create).await.unwrap().status().as_u16(), 201);
+    let ledger = send(
+        http::Request::get(format!("{url}/_ledger"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ledger: leasegate_fake_console::Ledger =
+        serde_json::from_slice(&ledger.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(ledger.deployments.len(), 1);
+    assert_eq!(ledger.deployments[0].group_name, "lg-1-c-i");
+    let fault = json!({"op": "inject", "fault": {"method": "GET", "path_prefix": "/v1/deployments", "status": 500, "times": 1, "retry_after": null}});
+    let ctl = http::Request::post(format!("{url}/_control"))
+        .body(Full::new(Bytes::from(fault.to_string())))
+        .unwrap();
+    assert_eq!(send(ctl).await.unwrap().status().as_u16(), 200);
+    let list = || {
+        http::Request::get(format!("{url}/v1/deployments"))
+            .header("x-api-key", KEY)
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send(list()).await.unwrap().status().as_u16(), 500);
+    assert_eq!(send(list()).await.unwrap().status().as_u16(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
