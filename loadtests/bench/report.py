@@ -209,6 +209,15 @@ def verdict(ok, detail):
     return {"status": "met" if ok else "missed", "detail": detail}
 
 
+def mem_verdict(rss, opened):
+    if not rss or opened is None:
+        return verdict(None, "no memory run")
+    detail = f"{rss / 1024:.1f} MiB with {opened} streams open"
+    if opened < 10000:
+        return verdict(None, detail + " (fewer than 10,000: see the open-files limit in the log)")
+    return verdict(rss <= 200 * 1024, detail)
+
+
 def targets(res: dict) -> dict:
     P = res["paths"]
     lg = pick(P, "leasegate", "saturation", "rps")
@@ -224,9 +233,7 @@ def targets(res: dict) -> dict:
         "throughput >= 2x vllm-router": verdict(lg >= 2 * vr if lg and vr else None, f"{lg} vs {vr} req/s"),
         "added p99 <= 1 ms at the fixed rate": verdict(p99 <= 1000 if p99 is not None else None, f"{p99} us"),
         "streaming added TTFT p99 <= 1 ms": verdict(ttft <= 1000 if ttft is not None else None, f"{ttft} us"),
-        "10,000 streams in <= 200 MiB RSS": verdict(
-            (rss <= 200 * 1024 and opened >= 10000) if rss and opened is not None else None,
-            f"{rss} KiB with {opened} streams open"),
+        "10,000 streams in <= 200 MiB RSS": mem_verdict(rss, opened),
         "1 MiB body added p50 <= 2 ms": verdict(big <= 2000 if big is not None else None, f"{big} us"),
     }
 
@@ -258,7 +265,8 @@ def markdown(res: dict) -> str:
     pin = m.get("pinning", {})
     L.append(f"- CPU budget: path under test on CPU {pin.get('proxy_cpu')}; replica and load generator on CPU {pin.get('load_cpu')}")
     tools = m.get("tools", {})
-    L.append("- tools: " + "; ".join(f"{k} {v}" for k, v in tools.items() if v))
+    L.append("- tools: " + "; ".join(v if k in ("nginx", "haproxy", "wrk", "rustc") else f"{k} {v}"
+                                      for k, v in tools.items() if v))
     L.append("")
     L.append("## Request/response (1.2 KB chat completion POST)")
     L.append("")

@@ -82,6 +82,12 @@ fi
 ulimit -Hn 65536 2>/dev/null || true
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 log "open files limit: $(ulimit -n)"
+# Each held stream costs the gateway two descriptors; without the room, hold fewer and say so.
+NOFILE_ROOM=$((($(ulimit -n) - 200) / 2))
+if [[ $HOLD_STREAMS -gt $NOFILE_ROOM ]]; then
+    log "open-files limit $(ulimit -n) allows only $NOFILE_ROOM held streams (wanted $HOLD_STREAMS)"
+    HOLD_STREAMS=$NOFILE_ROOM
+fi
 
 wants() { [[ ,$PATHS, == *,$1,* ]]; }
 

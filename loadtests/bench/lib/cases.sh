@@ -23,7 +23,8 @@ run_wrk() {
 
 # saturation NAME URL PID: throughput with wrk; for a PID, CPU and memory around the run.
 saturation() {
-    local name=$1 url=$2 pid=$3 raw=$OUT/raw/sat-$name
+    local name=$1 url=$2 pid=$3 raw
+    raw=$OUT/raw/sat-$name
     log "saturation: $name (${SAT_SECS}s after ${WARM_SECS}s warm-up)"
     run_wrk "$url" "$WARM_SECS" >/dev/null 2>&1 || true
     [[ -n $pid ]] && proc_snapshot "$pid" >"$raw.before.json"
@@ -66,7 +67,8 @@ large_body() {
 
 # streaming NAME URL PID: $STREAMS concurrent SSE streams.
 streaming() {
-    local name=$1 url=$2 pid=$3 raw=$OUT/raw/stream-$name
+    local name=$1 url=$2 pid=$3 raw
+    raw=$OUT/raw/stream-$name
     log "streaming: $name, $STREAMS streams for ${STREAM_SECS}s"
     [[ -n $pid ]] && proc_snapshot "$pid" >"$raw.before.json"
     taskset -c "$LOAD_CPU" "$LGBENCH" stream --url "$url/v1/chat/completions" \

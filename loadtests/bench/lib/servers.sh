@@ -24,7 +24,8 @@ start_path() {
     # Every path must answer the 1.2 KB chat completion before it is measured.
     if [[ -n $SRV_PID ]] && ! wait_http "$SRV_PID" "$SRV_URL/v1/chat/completions" \
         "$BODIES/chat.json" 90 "$OUT/logs/$name.log"; then
-        SKIP_REASON=${SKIP_REASON:-"$name did not answer a chat completion (see logs/$name.log)"}
+        SKIP_REASON=${SKIP_REASON:-"$name did not answer a chat completion; last log line: $(
+            grep -v '^[[:space:]]*$' "$OUT/logs/$name.log" 2>/dev/null | tail -n 1 | cut -c1-300)"}
         stop "$SRV_PID"
         return 1
     fi
@@ -40,7 +41,8 @@ start_leasegate() {
     fi
     port=$(free_port)
     admin=$(free_port)
-    start leasegate "$PROXY_CPU" "$logfile" "$LEASEGATE" gateway --endpoint "$replica" \
+    # Request logs off, as for the peers (nginx access_log off, routers at warning).
+    start leasegate "$PROXY_CPU" "$logfile" env RUST_LOG=warn "$LEASEGATE" gateway --endpoint "$replica" \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin"
     SRV_PID=$START_PID
     if ! wait_line "$SRV_PID" "$logfile" 'leasegate listening on http://[0-9.:]+' 30 >/dev/null; then
@@ -63,8 +65,8 @@ worker_processes 1;
 user root;
 pid $dir/nginx.pid;
 error_log $OUT/logs/nginx.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 30000; }
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $NOFILE_ROOM; }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;
@@ -102,7 +104,7 @@ start_haproxy() {
     cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 60000
+    maxconn $NOFILE_ROOM
 defaults
     mode http
     timeout connect 5s
@@ -122,20 +124,23 @@ EOF
 }
 
 start_vllm_router() {
-    local replica=$1 port
+    local replica=$1 port prom
     port=$(free_port)
+    prom=$(free_port)
     start vllm-router "$PROXY_CPU" "$OUT/logs/vllm_router.log" "$VENV/bin/vllm-router" \
-        --host 127.0.0.1 --port "$port" --worker-urls "$replica" --policy round_robin
+        --host 127.0.0.1 --port "$port" --worker-urls "$replica" --policy round_robin \
+        --prometheus-host 127.0.0.1 --prometheus-port "$prom" --log-level warning
     SRV_PID=$START_PID
     SRV_URL="http://127.0.0.1:$port"
 }
 
 start_sglang_router() {
-    local replica=$1 port
+    local replica=$1 port prom
     port=$(free_port)
-    start sglang-router "$PROXY_CPU" "$OUT/logs/sglang_router.log" "$VENV/bin/python" -m \
-        sglang_router.launch_router --host 127.0.0.1 --port "$port" --worker-urls "$replica" \
-        --policy round_robin
+    prom=$(free_port)
+    start sglang-router "$PROXY_CPU" "$OUT/logs/sglang_router.log" "$VENV/bin/sglang-router" \
+        launch --host 127.0.0.1 --port "$port" --worker-urls "$replica" --policy round_robin \
+        --prometheus-host 127.0.0.1 --prometheus-port "$prom" --log-level warn
     SRV_PID=$START_PID
     SRV_URL="http://127.0.0.1:$port"
 }
@@ -154,10 +159,19 @@ model_list:
 litellm_settings:
   telemetry: false
 EOF
+    # uvicorn's access log off, as for the other paths.
+    cat >"$dir/log_config.json" <<'EOF'
+{"version": 1, "disable_existing_loggers": false,
+ "handlers": {"default": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+ "loggers": {"uvicorn": {"handlers": ["default"], "level": "WARNING"},
+             "uvicorn.error": {"level": "WARNING"},
+             "uvicorn.access": {"handlers": ["default"], "level": "WARNING", "propagate": false}}}
+EOF
     # The local cost map keeps LiteLLM from fetching one over the network at start.
     start litellm "$PROXY_CPU" "$OUT/logs/litellm.log" \
         env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR "$VENV/bin/litellm" \
-        --config "$dir/config.yaml" --host 127.0.0.1 --port "$port" --num_workers 1
+        --config "$dir/config.yaml" --host 127.0.0.1 --port "$port" --num_workers 1 \
+        --log_config "$dir/log_config.json"
     SRV_PID=$START_PID
     SRV_URL="http://127.0.0.1:$port"
 }
