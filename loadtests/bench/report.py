@@ -87,7 +87,7 @@ def meta(out: Path, argv: list) -> None:
             "rustc": first_line(cmd_out(["rustc", "--version"])),
             **peers,
         },
-        "command": "loadtests/bench/run.sh" + (" --quick" if opts.get("quick") == "1" else ""),
+        "command": opts.get("command", "loadtests/bench/run.sh"),
         "quick": opts.get("quick") == "1",
         "paths": opts.get("paths", "").split(","),
         "pinning": {"proxy_cpu": opts.get("proxy-cpu"), "load_cpu": opts.get("load-cpu")},

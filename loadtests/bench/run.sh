@@ -18,6 +18,7 @@ BENCH_HOLD_STREAMS, PROXY_CPU (default 0), LOAD_CPU (default 1).
 EOF
 }
 
+COMMAND="loadtests/bench/run.sh${*:+ $*}"
 ALL_PATHS=direct,leasegate,nginx,haproxy,vllm_router,sglang_router,litellm
 QUICK=0
 OUT=""
@@ -102,7 +103,7 @@ fi
 [[ -x $REPLICA_SIM ]] || die "no replica-sim at $REPLICA_SIM"
 python3 "$HERE/gen_bodies.py" "$BODIES"
 
-python3 "$HERE/report.py" meta "$OUT" --quick "$QUICK" --paths "$PATHS" --root "$ROOT" \
+python3 "$HERE/report.py" meta "$OUT" --command "$COMMAND" --quick "$QUICK" --paths "$PATHS" --root "$ROOT" \
     --venv "$VENV" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --warm "$WARM_SECS" \
     --sat "$SAT_SECS" --rate-secs "$RATE_SECS" --stream-secs "$STREAM_SECS" \
     --streams "$STREAMS" --hold-streams "$HOLD_STREAMS" --hold-secs "$HOLD_SECS" \
