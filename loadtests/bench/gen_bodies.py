@@ -46,6 +46,10 @@ def main() -> None:
     (out / "chat.json").write_bytes(padded("bench-model", 1200, False))
     (out / "stream.json").write_bytes(padded("bench-model", 1200, True))
     (out / "large.json").write_bytes(padded("bench-model", 1 << 20, False))
+    # Readiness probe: one token, so even the slow streaming replicas answer it at once.
+    probe = chat("bench-model", "ping", False)
+    probe["max_tokens"] = 1
+    (out / "probe.json").write_bytes(json.dumps(probe).encode())
 
 
 if __name__ == "__main__":

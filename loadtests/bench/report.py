@@ -271,7 +271,9 @@ def markdown(res: dict) -> str:
     L.append("## Request/response (1.2 KB chat completion POST)")
     L.append("")
     rate = res.get("fixed_rate_rps")
-    L.append(f"Saturation: wrk, 1 thread, 32 connections. Latency: open loop at {fmt(rate)} req/s (half of nginx's saturation), from release to last byte.")
+    L.append(f"Saturation: wrk, 1 thread, 32 connections. Latency: open loop at {fmt(rate)} req/s "
+             "(half of nginx's saturation in this run, of direct's when nginx was not run, or `BENCH_RATE`), "
+             "from release to last byte.")
     L.append("")
     L.append("| path | req/s | vs direct | vs nginx | p50 ms | p99 ms | added p99 ms | closed-loop p99 ms | errors |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -51,8 +51,8 @@ alive() { kill -0 "$1" 2>/dev/null; }
 
 # wait_http PID URL BODYFILE TIMEOUT_S LOGFILE: until a POST of BODYFILE to URL answers 2xx.
 wait_http() {
-    local pid=$1 url=$2 body=$3 timeout=$4 logfile=$5 code i
-    for ((i = 0; i < timeout * 5; i++)); do
+    local pid=$1 url=$2 body=$3 timeout=$4 logfile=$5 code end=$((SECONDS + $4))
+    while ((SECONDS < end)); do
         if ! alive "$pid"; then
             log "process $pid exited; last lines of $logfile:"
             tail -n 20 "$logfile" >&2 || true
@@ -71,8 +71,8 @@ wait_http() {
 
 # wait_line PID LOGFILE REGEX TIMEOUT_S: until the log shows REGEX; prints the first match.
 wait_line() {
-    local pid=$1 logfile=$2 re=$3 timeout=$4 i
-    for ((i = 0; i < timeout * 10; i++)); do
+    local pid=$1 logfile=$2 re=$3 end=$((SECONDS + $4))
+    while ((SECONDS < end)); do
         if grep -Eo -m1 "$re" "$logfile" 2>/dev/null; then return 0; fi
         alive "$pid" || break
         sleep 0.1

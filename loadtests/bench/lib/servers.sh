@@ -21,9 +21,9 @@ start_path() {
     local name=$1 replica=$2
     SRV_PID="" SRV_URL="" SKIP_REASON=""
     "start_$name" "$replica" || return 1
-    # Every path must answer the 1.2 KB chat completion before it is measured.
+    # Every path must answer a chat completion before it is measured.
     if [[ -n $SRV_PID ]] && ! wait_http "$SRV_PID" "$SRV_URL/v1/chat/completions" \
-        "$BODIES/chat.json" 90 "$OUT/logs/$name.log"; then
+        "$BODIES/probe.json" 90 "$OUT/logs/$name.log"; then
         SKIP_REASON=${SKIP_REASON:-"$name did not answer a chat completion; last log line: $(
             grep -v '^[[:space:]]*$' "$OUT/logs/$name.log" 2>/dev/null | tail -n 1 | cut -c1-300)"}
         stop "$SRV_PID"
