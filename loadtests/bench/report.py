@@ -174,6 +174,10 @@ def build(out: Path) -> dict:
             cpu, hwm = cpu_delta(out, "sat-leasegate")
             entry["cpu_secs_per_100k"] = round(cpu / w["requests"] * 1e5, 3) if cpu is not None and w["requests"] else None
             entry["peak_rss_kib"] = hwm
+        if p == "leasegate" and r:
+            cpu, _ = cpu_delta(out, "rate-leasegate")
+            done = r["ok"] + r["non_2xx"]
+            entry["cpu_secs_per_100k_at_fixed_rate"] = round(cpu / done * 1e5, 3) if cpu is not None and done else None
         res["paths"][p] = entry
     d, n = res["paths"]["direct"], res["paths"]["nginx"]
     for p, e in res["paths"].items():
@@ -190,6 +194,7 @@ def build(out: Path) -> dict:
     if sl:
         cpu, _ = cpu_delta(out, "stream-leasegate")
         s["leasegate_cpu_secs"] = cpu
+        s["leasegate_peak_rss_kib"] = cpu_delta(out, "stream-leasegate")[1]
         s["leasegate_cpu_secs_per_1m_chunks"] = round(cpu / sl["chunks"] * 1e6, 3) if cpu is not None and sl["chunks"] else None
         s["added_ttft_p50_us"] = sub(pick(sl, "ttft", "p50_us"), pick(sd, "ttft", "p50_us"))
         s["added_ttft_p99_us"] = sub(pick(sl, "ttft", "p99_us"), pick(sd, "ttft", "p99_us"))
@@ -197,7 +202,12 @@ def build(out: Path) -> dict:
             v = sub(pick(sl, "gap", q), pick(sd, "gap", q))
             s[f"added_gap_{q}"] = round(v, 1) if v is not None else None
     res["streaming"] = s
-    res["memory"] = load(raw / "hold-leasegate.json")
+    mem = load(raw / "hold-leasegate.json")
+    if mem and mem.get("opened") and mem.get("peak_rss_kib") and mem.get("rss_before_kib") is not None:
+        per = (mem["peak_rss_kib"] - mem["rss_before_kib"]) / mem["opened"]
+        mem["kib_per_stream"] = round(per, 2)
+        mem["projected_rss_kib_at_10000"] = round(mem["rss_before_kib"] + per * 10000)
+    res["memory"] = mem
     res["skipped"] = [json.loads(line) for line in (raw / "skipped.jsonl").read_text().splitlines()] if (raw / "skipped.jsonl").exists() else []
     res["targets"] = targets(res)
     return res
@@ -209,12 +219,13 @@ def verdict(ok, detail):
     return {"status": "met" if ok else "missed", "detail": detail}
 
 
-def mem_verdict(rss, opened):
+def mem_verdict(rss, opened, projected):
     if not rss or opened is None:
         return verdict(None, "no memory run")
     detail = f"{rss / 1024:.1f} MiB with {opened} streams open"
     if opened < 10000:
-        return verdict(None, detail + " (fewer than 10,000: see the open-files limit in the log)")
+        proj = f"; {projected / 1024:.1f} MiB projected at 10,000" if projected else ""
+        return verdict(None, detail + proj + " (fewer than 10,000 open: see the open-files limit in the log)")
     return verdict(rss <= 200 * 1024, detail)
 
 
@@ -233,7 +244,7 @@ def targets(res: dict) -> dict:
         "throughput >= 2x vllm-router": verdict(lg >= 2 * vr if lg and vr else None, f"{lg} vs {vr} req/s"),
         "added p99 <= 1 ms at the fixed rate": verdict(p99 <= 1000 if p99 is not None else None, f"{p99} us"),
         "streaming added TTFT p99 <= 1 ms": verdict(ttft <= 1000 if ttft is not None else None, f"{ttft} us"),
-        "10,000 streams in <= 200 MiB RSS": mem_verdict(rss, opened),
+        "10,000 streams in <= 200 MiB RSS": mem_verdict(rss, opened, pick(res, "memory", "projected_rss_kib_at_10000")),
         "1 MiB body added p50 <= 2 ms": verdict(big <= 2000 if big is not None else None, f"{big} us"),
     }
 
@@ -289,7 +300,9 @@ def markdown(res: dict) -> str:
             f"| {ms(pick(w, 'closed_loop_latency_us', 'p99'))} | {errs} |")
     lg = res["paths"]["leasegate"]
     L.append("")
-    L.append(f"leasegate: {fmt(lg.get('cpu_secs_per_100k'), ' CPU s', 2)} per 100k requests; peak RSS {fmt((lg.get('peak_rss_kib') or 0) / 1024 or None, ' MiB', 1)}.")
+    L.append(f"leasegate: {fmt(lg.get('cpu_secs_per_100k'), ' CPU s', 2)} per 100k requests at saturation, "
+             f"{fmt(lg.get('cpu_secs_per_100k_at_fixed_rate'), ' CPU s', 2)} at the fixed rate; "
+             f"peak RSS {fmt((lg.get('peak_rss_kib') or 0) / 1024 or None, ' MiB', 1)}.")
     L.append("")
     L.append("## Large body (1 MiB prompt, sequential)")
     L.append("")
@@ -314,14 +327,16 @@ def markdown(res: dict) -> str:
         L.append("")
         L.append(f"Added by leasegate: TTFT p50 {ms(s.get('added_ttft_p50_us'))} ms, p99 {ms(s.get('added_ttft_p99_us'))} ms; "
                  f"inter-chunk gap mean {ms(s.get('added_gap_mean_us'), 3)} ms, p99 {ms(s.get('added_gap_p99_us'))} ms; "
-                 f"{fmt(s.get('leasegate_cpu_secs_per_1m_chunks'), ' CPU s', 2)} per 1M chunks.")
+                 f"{fmt(s.get('leasegate_cpu_secs_per_1m_chunks'), ' CPU s', 2)} per 1M chunks; "
+                 f"peak RSS {fmt((s.get('leasegate_peak_rss_kib') or 0) / 1024 or None, ' MiB', 1)}.")
     mem = res.get("memory")
     if mem:
         L.append("")
         L.append("## Memory (streams held open through leasegate)")
         L.append("")
         L.append(f"{mem['opened']} of {mem['streams']} streams open ({mem['failed']} failed, {mem['ended_early']} ended early); "
-                 f"leasegate RSS peak {fmt(mem['peak_rss_kib'] / 1024, ' MiB', 1)} while held (before: {fmt((mem.get('rss_before_kib') or 0) / 1024, ' MiB', 1)}; VmHWM {fmt(mem['vm_hwm_kib'] / 1024, ' MiB', 1)}).")
+                 f"leasegate RSS peak {fmt(mem['peak_rss_kib'] / 1024, ' MiB', 1)} while held (before: {fmt((mem.get('rss_before_kib') or 0) / 1024, ' MiB', 1)}; VmHWM {fmt(mem['vm_hwm_kib'] / 1024, ' MiB', 1)}); "
+                 f"{fmt(mem.get('kib_per_stream'), ' KiB', 1)} per stream, {fmt((mem.get('projected_rss_kib_at_10000') or 0) / 1024 or None, ' MiB', 1)} projected at 10,000.")
     L.append("")
     L.append("## Targets (issue 6)")
     L.append("")

@@ -128,7 +128,7 @@ for p in "${ORDER[@]}"; do
         log "fixed rate for the latency case: $RATE req/s"
         echo "$RATE" >"$OUT/raw/rate.txt"
     fi
-    [[ -n $RATE ]] && fixed_rate "$p" "$SRV_URL"
+    [[ -n $RATE ]] && fixed_rate "$p" "$SRV_URL" "$SRV_PID"
     if [[ $p == direct || $p == leasegate ]]; then
         large_body "$p" "$SRV_URL"
     fi

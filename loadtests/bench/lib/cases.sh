@@ -39,17 +39,20 @@ saturation() {
 # sat_rps NAME: the saturation throughput measured above (0 when absent).
 sat_rps() { python3 "$HERE/report.py" sat-rps "$OUT" "$1"; }
 
-# fixed_rate NAME URL: open-loop latency at $RATE req/s.
+# fixed_rate NAME URL [PID]: open-loop latency at $RATE req/s; for a PID, CPU around the run.
 fixed_rate() {
-    local name=$1 url=$2 have
+    local name=$1 url=$2 pid=${3:-} have
     have=$(sat_rps "$name")
     if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1.1 * float(sys.argv[2]) else 1)' \
         "$have" "$RATE"; then
         log "fixed rate: $name at $RATE req/s for ${RATE_SECS}s"
+        [[ -n $pid ]] && proc_snapshot "$pid" >"$OUT/raw/rate-$name.before.json"
         taskset -c "$LOAD_CPU" "$LGBENCH" rate --url "$url/v1/chat/completions" \
             --body "$BODIES/chat.json" --rate "$RATE" --duration "$RATE_SECS" --connections 64 \
             >"$OUT/raw/rate-$name.json" 2>"$OUT/logs/rate-$name.err" ||
             skip "rate-$name" "lgbench rate failed: $(tail -n 2 "$OUT/logs/rate-$name.err")"
+        [[ -n $pid ]] && proc_snapshot "$pid" >"$OUT/raw/rate-$name.after.json"
+        return 0
     else
         skip "rate-$name" "saturates at $have req/s, below 1.1 x the fixed rate $RATE req/s"
     fi
