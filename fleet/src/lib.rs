@@ -4,6 +4,8 @@
 //! depend on this crate and on nothing of each other. A snapshot is immutable
 //! once built: a change is a new snapshot with a higher `version`.
 
+pub mod region;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
