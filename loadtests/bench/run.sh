@@ -117,24 +117,33 @@ for p in direct nginx leasegate haproxy vllm_router sglang_router litellm; do
     wants "$p" && ORDER+=("$p")
 done
 RATE=${BENCH_RATE:-}
+NGINX_TRIED=0
+# The fixed rate is known once nginx has been measured (or was not asked for); direct, measured
+# first, gets its latency run as soon as it is.
+set_rate() {
+    if [[ -z $RATE ]] && { [[ $NGINX_TRIED -eq 1 ]] || ! wants nginx; }; then
+        RATE=$(python3 "$HERE/report.py" pick-rate "$OUT")
+        log "fixed rate for the latency case: $RATE req/s"
+    fi
+    if [[ -n $RATE ]] && [[ -f $OUT/raw/sat-direct.txt ]] && [[ ! -f $OUT/raw/rate-direct.json ]]; then
+        fixed_rate direct "$REPLICA_URL"
+    fi
+    return 0
+}
 for p in "${ORDER[@]}"; do
+    [[ $p == nginx ]] && NGINX_TRIED=1
     if ! start_path "$p" "$REPLICA_URL"; then
         skip "$p" "$SKIP_REASON"
+        set_rate
         continue
     fi
     saturation "$p" "$SRV_URL" "$SRV_PID"
-    if [[ -z $RATE ]] && { [[ $p == nginx ]] || ! wants nginx; }; then
-        RATE=$(python3 "$HERE/report.py" pick-rate "$OUT")
-        log "fixed rate for the latency case: $RATE req/s"
-        echo "$RATE" >"$OUT/raw/rate.txt"
+    set_rate
+    if [[ -n $RATE ]] && [[ $p != direct ]]; then
+        fixed_rate "$p" "$SRV_URL" "$SRV_PID"
     fi
-    [[ -n $RATE ]] && fixed_rate "$p" "$SRV_URL" "$SRV_PID"
     if [[ $p == direct || $p == leasegate ]]; then
         large_body "$p" "$SRV_URL"
-    fi
-    # direct was measured before the rate was known.
-    if [[ $p == nginx ]] && wants direct && [[ ! -f $OUT/raw/rate-direct.json ]]; then
-        fixed_rate direct "$REPLICA_URL"
     fi
     [[ -n $SRV_PID ]] && stop "$SRV_PID"
 done

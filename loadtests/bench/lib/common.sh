@@ -26,16 +26,22 @@ start() {
     log "started $name (pid $START_PID, cpu ${cpu:-any}): $*"
 }
 
-# stop PID: TERM its process group, then KILL after 5 s.
+# stop PID: TERM its process group, then KILL after 5 s; forgets the pid (no stale kill later).
 stop() {
-    local pid=$1 i
+    local pid=$1 i keep=() p
     [[ -z $pid ]] && return 0
+    for p in "${STARTED_PIDS[@]}"; do
+        [[ $p != "$pid" ]] && keep+=("$p")
+    done
+    STARTED_PIDS=("${keep[@]}")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    if alive "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
 }
 
@@ -44,7 +50,6 @@ cleanup() {
     for pid in "${STARTED_PIDS[@]}"; do
         stop "$pid"
     done
-    STARTED_PIDS=()
 }
 
 alive() { kill -0 "$1" 2>/dev/null; }
