@@ -41,8 +41,16 @@ start_leasegate() {
     fi
     port=$(free_port)
     admin=$(free_port)
+    mkdir -p "$OUT/leasegate"
+    # Defaults, except the in-flight caps (gateway and endpoint), raised for the memory case
+    # as nginx's worker_connections and haproxy's maxconn are.
+    cat >"$OUT/leasegate/bench.toml" <<EOF
+[limits]
+max_concurrency = 20000
+EOF
     # Request logs off, as for the peers (nginx access_log off, routers at warning).
-    start leasegate "$PROXY_CPU" "$logfile" env RUST_LOG=warn "$LEASEGATE" gateway --endpoint "$replica" \
+    start leasegate "$PROXY_CPU" "$logfile" env RUST_LOG=warn "$LEASEGATE" gateway \
+        --config "$OUT/leasegate/bench.toml" --endpoint "$replica,max_concurrency=20000" \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin"
     SRV_PID=$START_PID
     if ! wait_line "$SRV_PID" "$logfile" 'leasegate listening on http://[0-9.:]+' 30 >/dev/null; then
