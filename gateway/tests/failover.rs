@@ -28,25 +28,27 @@ async fn dead_url() -> String {
 #[tokio::test]
 async fn a_replica_down_before_the_request_is_skipped() {
     let good = replica(&["m"]).await;
-    let dead = dead_url().await;
-    // Both orders, so the dead one is tried first at least once whatever the selector picks.
-    for endpoints in [
-        vec![
-            endpoint("dead", &dead, &["m"], None),
-            endpoint("good", &good.url(), &["m"], None),
-        ],
-        vec![
-            endpoint("good", &good.url(), &["m"], None),
-            endpoint("dead", &dead, &["m"], None),
-        ],
-    ] {
-        let gw = gateway(FAST, endpoints).await;
-        for _ in 0..4 {
-            let reply = post(gw.api_addr, "/v1/chat/completions", chat("m", false)).await;
-            assert_eq!(reply.status, 200, "{}", reply.text());
-        }
-        gw.shutdown().await;
+    let doomed = replica(&["m"]).await;
+    // The scorer prefers the doomed replica, so every request must fail over from it.
+    let gw = gateway(
+        FAST,
+        first_then(("down-dead", &doomed.url()), ("down-good", &good.url())),
+    )
+    .await;
+    // It dies after the first health probe passed, so only a request finds out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.shutdown().await;
+    for _ in 0..4 {
+        let reply = post(gw.api_addr, "/v1/chat/completions", chat("m", false)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
     }
+    let metrics = get(gw.admin_addr, "/metrics").await.text();
+    let needle = "leasegate_upstream_attempts_total{endpoint=\"down-dead\",outcome=\"connect\"}";
+    assert!(
+        metrics.contains(needle),
+        "the dead replica was never tried:\n{metrics}"
+    );
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -184,37 +186,36 @@ async fn a_stalled_stream_ends_after_the_inter_chunk_timeout() {
 
 #[tokio::test]
 async fn a_blackholed_replica_costs_no_more_than_the_header_timeout() {
-    let hole = replica_with(Behavior {
-        models: vec!["m".into()],
-        blackhole: true,
-        ..Behavior::default()
-    })
-    .await;
+    let hole = replica(&["m"]).await;
     let good = replica(&["m"]).await;
     let gw = gateway(
         FAST,
-        vec![
-            endpoint("hole", &hole.url(), &["m"], None),
-            endpoint("good", &good.url(), &["m"], None),
-        ],
+        first_then(("bh-hole", &hole.url()), ("bh-good", &good.url())),
     )
     .await;
+    // It vanishes after passing its first probe: accepts, never answers, no RST.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hole.set_behavior(Behavior {
+        models: vec!["m".into()],
+        blackhole: true,
+        ..Behavior::default()
+    });
     for stream in [false, true] {
-        for _ in 0..3 {
+        for _ in 0..2 {
             let start = Instant::now();
             let reply = post(gw.api_addr, "/v1/chat/completions", chat("m", stream)).await;
             assert_eq!(reply.status, 200, "{}", reply.text());
             // Liveness guard, generous: header timeout (1.5 s) plus normal latency.
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{:?}",
-                start.elapsed()
-            );
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(10), "{took:?}");
         }
     }
+    let metrics = get(gw.admin_addr, "/metrics").await.text();
+    let needle =
+        "leasegate_upstream_attempts_total{endpoint=\"bh-hole\",outcome=\"headers_timeout\"}";
     assert!(
-        hole.stats().connections > 0,
-        "the blackhole was never tried"
+        metrics.contains(needle),
+        "the blackhole was never tried:\n{metrics}"
     );
     gw.shutdown().await;
 }
@@ -230,10 +231,7 @@ async fn a_stream_failing_before_its_first_chunk_still_fails_over() {
     let good = replica(&["m"]).await;
     let gw = gateway(
         FAST,
-        vec![
-            endpoint("early", &early.url(), &["m"], None),
-            endpoint("good", &good.url(), &["m"], None),
-        ],
+        first_then(("early-dies", &early.url()), ("early-good", &good.url())),
     )
     .await;
     for _ in 0..4 {
@@ -244,5 +242,10 @@ async fn a_stream_failing_before_its_first_chunk_still_fails_over() {
             reply.text()
         );
     }
+    let metrics = get(gw.admin_addr, "/metrics").await.text();
+    assert!(
+        metrics.contains("leasegate_upstream_attempts_total{endpoint=\"early-dies\""),
+        "the early-failing replica was never tried:\n{metrics}"
+    );
     gw.shutdown().await;
 }

@@ -230,6 +230,11 @@ async fn past_the_concurrency_limit_the_answer_is_503_with_retry_after() {
     let shed = post(addr, "/v1/chat/completions", chat("m", false)).await;
     shed.openai_error(503);
     assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(
+        get(addr, "/health").await.status,
+        200,
+        "probes are never shed"
+    );
     assert_eq!(slow.await.unwrap().status, 200);
     gw.shutdown().await;
 }
@@ -338,5 +343,58 @@ async fn tls_listener_negotiates_h2_with_alpn_and_serves() {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     assert!(plain.request(req).await.is_err());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_are_relayed_chunk_by_chunk_not_buffered() {
+    let r = replica_with(Behavior {
+        models: vec!["m".into()],
+        tokens: 10,
+        inter_token: std::time::Duration::from_millis(100),
+        ..Behavior::default()
+    })
+    .await;
+    let gw = gateway(FAST, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    let req = http::Request::post(format!("{}/v1/chat/completions", url(gw.api_addr)))
+        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+            "m", true,
+        ))))
+        .unwrap();
+    let mut resp = client().request(req).await.unwrap();
+    let first = http_body_util::BodyExt::frame(resp.body_mut())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.data_ref().unwrap().starts_with(b"data: "));
+    // The first chunk reached the client while the replica was still generating.
+    assert_eq!(r.stats().in_flight, 1, "the stream was buffered to the end");
+    let rest = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(rest.ends_with(b"data: [DONE]\n\n"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_without_length_is_cut_off_at_the_limit() {
+    let r = replica(&["m"]).await;
+    let toml = format!("{FAST}\n[limits]\nmax_body_bytes = 4096\n");
+    let gw = gateway(&toml, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = (0..16)
+        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::StreamBody<_>>(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+    );
+    let req = http::Request::post(format!("{}/v1/embeddings", url(gw.api_addr)))
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(r.stats().requests_by_path.get("/v1/embeddings"), None);
     gw.shutdown().await;
 }

@@ -15,6 +15,7 @@ pub const SECTIONS: &[&str] = &[
     "aliases",
     "health",
     "geo",
+    "routing",
     "endpoints",
     "fallbacks",
 ];

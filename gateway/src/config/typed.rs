@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use leasegate_fleet::{Credential, Endpoint, Engine, Kind, Region, State};
 use url::Url;
 
-use crate::health::HealthConfig;
+use crate::{health::HealthConfig, route::RoutingWeights};
 
 /// The whole gateway configuration, ready to use.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct Config {
     pub fallbacks: Vec<FallbackSpec>,
     pub health: HealthConfig,
     pub geo: GeoConfig,
+    /// Weights of the scoring selector.
+    pub routing: RoutingWeights,
 }
 
 /// Locating clients for geographic routing.

@@ -15,7 +15,7 @@ use crate::{
     fleet::FleetView,
     geo::{GeoDb, GeoOptions},
     health, metrics,
-    route::PowerOfTwo,
+    route::ScoreSelector,
     upstream::{self, Upstream},
 };
 
@@ -75,7 +75,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
             fleet: fleet.clone(),
-            selector: Arc::new(PowerOfTwo),
+            selector: Arc::new(ScoreSelector::new(config.routing.clone())),
             upstream: Upstream::new(&config, client),
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
             geo,

@@ -48,7 +48,9 @@ pub async fn handle(
     let permit = Arc::clone(&shared.limiter).try_acquire_owned().ok();
     // 2. Request id: the client's or a new one; echoed on every answer and sent upstream.
     let request_id = upstream::headers::request_id(req.headers());
-    let overloaded = permit.is_none();
+    // Probes skip the limit: a saturated gateway is alive and must not be restarted for it.
+    let is_probe = matches!(req.uri().path(), "/health" | "/ready");
+    let overloaded = permit.is_none() && !is_probe;
     let mut ctx = RequestCtx::new(
         request_id.clone(),
         req.method().clone(),
@@ -153,6 +155,7 @@ async fn dispatch(
         model: pool_model,
         client_location: located.location.map(|l| (l.lat, l.lon)),
         affinity_key: peek.user.as_deref(),
+        allowed_regions: None,
     };
     let order = shared.selector.order(&route, &state.candidates(pool_model));
     // 10. Forward with failover, before any byte reaches the client.

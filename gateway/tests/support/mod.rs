@@ -79,6 +79,16 @@ pub fn endpoint(id: &str, url: &str, models: &[&str], key: Option<&str>) -> Endp
     }
 }
 
+/// Two endpoints serving `m` where the scorer prefers `first` (cheap) over
+/// `second` (very expensive), so a failing `first` is always tried first.
+pub fn first_then(first: (&str, &str), second: (&str, &str)) -> Vec<Endpoint> {
+    let mut a = endpoint(first.0, first.1, &["m"], None);
+    a.price_per_hour_usd = 0.0;
+    let mut b = endpoint(second.0, second.1, &["m"], None);
+    b.price_per_hour_usd = 1000.0;
+    vec![a, b]
+}
+
 /// A gateway over `endpoints` with the config `toml` (listeners on port 0).
 pub async fn gateway(toml: &str, endpoints: Vec<Endpoint>) -> Running {
     capture_logs();
