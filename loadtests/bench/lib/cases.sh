@@ -43,7 +43,7 @@ sat_rps() { python3 "$HERE/report.py" sat-rps "$OUT" "$1"; }
 fixed_rate() {
     local name=$1 url=$2 pid=${3:-} have
     have=$(sat_rps "$name")
-    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 1.1 * float(sys.argv[2]) else 1)' \
+    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' \
         "$have" "$RATE"; then
         log "fixed rate: $name at $RATE req/s for ${RATE_SECS}s"
         [[ -n $pid ]] && proc_snapshot "$pid" >"$OUT/raw/rate-$name.before.json"
@@ -54,7 +54,7 @@ fixed_rate() {
         [[ -n $pid ]] && proc_snapshot "$pid" >"$OUT/raw/rate-$name.after.json"
         return 0
     else
-        skip "rate-$name" "saturates at $have req/s, below 1.1 x the fixed rate $RATE req/s"
+        skip "rate-$name" "saturates at $have req/s, below the fixed rate $RATE req/s"
     fi
 }
 
