@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 mod map;
+pub mod render;
 pub mod sdl;
 pub mod tag;
 mod wire;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 
 pub use client::{ConsoleClient, RetryPolicy};
 pub use config::AkashConfig;
+pub use render::{RenderOptions, renderer};
 
 use crate::market::{
     Bid, BidId, Created, DeploymentState, DeploymentStatus, DeploymentSummary, Dseq, Market,

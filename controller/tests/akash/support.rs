@@ -143,3 +143,75 @@ pub async fn get_status(url: &str, bearer: Option<&str>) -> u16 {
     let _ = resp.into_body().collect().await;
     status
 }
+
+/// A pool with real-time durations short enough for tests against the fake
+/// (which runs on real sockets, so the clock cannot be paused).
+pub fn controller_pool(min: u32, max: u32) -> leasegate_controller::Pool {
+    let p: leasegate_controller::Pool = toml::from_str(&format!(
+        r#"
+        name = "llama"
+        model = "llama-3-8b"
+        engine = "vllm"
+        gpu_models = ["h100", "a100"]
+        min_replicas = {min}
+        max_replicas = {max}
+        max_price_per_hour = 3.0
+        bid_window = "300ms"
+        readiness_timeout = "10s"
+        unreachable_checks = 3
+        unhealthy_after = "1s"
+        drain_timeout = "1s"
+        check_interval = "300ms"
+        probe_interval = "200ms"
+        scale_up_cooldown = "0s"
+        scale_down_cooldown = "2s"
+        target_rps_per_replica = 10.0
+        "#
+    ))
+    .unwrap();
+    p.validate().unwrap();
+    p
+}
+
+pub fn controller_config(
+    pools: Vec<leasegate_controller::Pool>,
+) -> leasegate_controller::ControllerConfig {
+    leasegate_controller::ControllerConfig {
+        controller_id: "ctl-test".into(),
+        pools,
+        backoff: leasegate_controller::pool::Backoff {
+            base: Duration::from_millis(300),
+            max: Duration::from_secs(2),
+            jitter: false,
+        },
+    }
+}
+
+/// The controller as `leasegate controller --market akash` builds it: the
+/// akash market over the fake's URL, the default (akash) SDL renderer, a
+/// real HTTP prober.
+pub fn akash_deps(
+    fake: &FakeConsole,
+    store: std::sync::Arc<dyn leasegate_controller::store::Store>,
+) -> leasegate_controller::Deps {
+    let market = AkashMarket::new(&fake.url(), Secret::new(API_KEY), policy()).unwrap();
+    leasegate_controller::Deps::new(
+        std::sync::Arc::new(market),
+        store,
+        std::sync::Arc::new(leasegate_controller::probe::HttpProber::new(
+            Duration::from_millis(500),
+        )),
+    )
+}
+
+/// Polls `cond` every 50 ms (real time), up to `limit`.
+pub async fn wait_real(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
