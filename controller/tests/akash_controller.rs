@@ -6,7 +6,6 @@
 
 #[path = "akash/support.rs"]
 mod fake;
-mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use leasegate_controller::Controller;
 use leasegate_controller::reconcile::Failpoint;
 use leasegate_fake_console::{Control, FakeConsole, Ledger};
 use leasegate_fleet::{Credential, Snapshot, State};
-use support::{open_store, store_path};
 use tokio::sync::watch;
 
 const WANTED: usize = 2;

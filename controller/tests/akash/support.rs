@@ -12,6 +12,11 @@ use leasegate_controller::market::{BidState, Dseq, LeaseState, Market, Tag};
 use leasegate_fake_console::{FakeConfig, FakeConsole, FakeProvider};
 use leasegate_fleet::{Engine, Secret};
 
+#[path = "../support/mod.rs"]
+mod base;
+#[allow(unused_imports)]
+pub use base::{open_store, store_path};
+
 pub const API_KEY: &str = "console-key-0123456789";
 pub const REPLICA_KEY: &str = "replica-key-abcdefghijklmnop";
 
@@ -144,31 +149,16 @@ pub async fn get_status(url: &str, bearer: Option<&str>) -> u16 {
     status
 }
 
-/// A pool with real-time durations short enough for tests against the fake
-/// (which runs on real sockets, so the clock cannot be paused).
+/// The sim tests' pool, with real-time durations short enough for tests
+/// against the fake (which runs on real sockets: the clock cannot pause).
 pub fn controller_pool(min: u32, max: u32) -> leasegate_controller::Pool {
-    let p: leasegate_controller::Pool = toml::from_str(&format!(
-        r#"
-        name = "llama"
-        model = "llama-3-8b"
-        engine = "vllm"
-        gpu_models = ["h100", "a100"]
-        min_replicas = {min}
-        max_replicas = {max}
-        max_price_per_hour = 3.0
-        bid_window = "300ms"
-        readiness_timeout = "10s"
-        unreachable_checks = 3
-        unhealthy_after = "1s"
-        drain_timeout = "1s"
-        check_interval = "300ms"
-        probe_interval = "200ms"
-        scale_up_cooldown = "0s"
-        scale_down_cooldown = "2s"
-        target_rps_per_replica = 10.0
-        "#
-    ))
-    .unwrap();
+    let mut p = base::pool(min, max);
+    p.bid_window = Duration::from_millis(300);
+    p.readiness_timeout = Duration::from_secs(10);
+    p.unhealthy_after = Duration::from_secs(1);
+    p.drain_timeout = Duration::from_secs(1);
+    p.check_interval = Duration::from_millis(300);
+    p.probe_interval = Duration::from_millis(200);
     p.validate().unwrap();
     p
 }
@@ -176,15 +166,10 @@ pub fn controller_pool(min: u32, max: u32) -> leasegate_controller::Pool {
 pub fn controller_config(
     pools: Vec<leasegate_controller::Pool>,
 ) -> leasegate_controller::ControllerConfig {
-    leasegate_controller::ControllerConfig {
-        controller_id: "ctl-test".into(),
-        pools,
-        backoff: leasegate_controller::pool::Backoff {
-            base: Duration::from_millis(300),
-            max: Duration::from_secs(2),
-            jitter: false,
-        },
-    }
+    let mut c = base::config(pools);
+    c.backoff.base = Duration::from_millis(300);
+    c.backoff.max = Duration::from_secs(2);
+    c
 }
 
 /// The controller as `leasegate controller --market akash` builds it: the
