@@ -11,10 +11,11 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demand;
 pub mod error;
 pub mod metrics;
 pub mod openai;
 pub mod server;
 pub mod upstream;
 
-pub use server::run::{Gateway, Running, StartError};
+pub use server::run::{Extras, Gateway, Running, StartError};

@@ -33,6 +33,8 @@ pub struct Shared {
     pub limiter: Arc<Semaphore>,
     /// GeoIP database, when configured.
     pub geo: Option<GeoDb>,
+    /// Demand counts for the controller, when one listens.
+    pub demand: Option<Arc<crate::demand::DemandMeter>>,
 }
 
 /// The API paths that proxy to an upstream.
@@ -178,6 +180,15 @@ async fn dispatch(
     let forwarded = shared.upstream.forward(&out, &order, &mut trace).await;
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
+    // 10b. Demand for the controller, failed requests included; a fallback answer is overflow.
+    if let Some(meter) = &shared.demand {
+        let overflow = ctx
+            .endpoint
+            .as_deref()
+            .and_then(|id| state.endpoint(id))
+            .is_some_and(|e| e.spec.kind == leasegate_fleet::Kind::Fallback);
+        meter.record(pool_model, route.client_location, overflow);
+    }
     let forwarded = forwarded?;
     ctx.ttfb = Some(forwarded.ttfb);
     if let Some(endpoint) = &ctx.endpoint {
