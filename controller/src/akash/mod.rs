@@ -14,7 +14,7 @@ pub mod tag;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,6 +31,7 @@ use crate::market::{
     Bid, BidId, Created, DeploymentState, DeploymentStatus, DeploymentSummary, Dseq, Market,
     MarketError, ProviderInfo, Tag,
 };
+use crate::sdl::RenderSdl;
 use client::Idempotent;
 use wire::{Envelope, decode};
 
@@ -415,6 +416,13 @@ impl Market for AkashMarket {
             .filter_map(|p| map::provider(&p))
             .collect())
     }
+}
+
+/// The akash market and its SDL renderer from the operator's config, the
+/// API key read from the environment: what a binary puts in `Deps`.
+pub fn build(cfg: &AkashConfig) -> Result<(Arc<AkashMarket>, RenderSdl), MarketError> {
+    let market = AkashMarket::from_config(cfg)?;
+    Ok((Arc::new(market), renderer(cfg.into())))
 }
 
 /// Closes every open deployment tagged with `controller_id`, and nothing

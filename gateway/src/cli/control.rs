@@ -33,10 +33,8 @@ use crate::{
 pub enum ControlError {
     #[error("state file {path}: {reason}")]
     State { path: String, reason: String },
-    #[error(
-        "the akash market is not built into this binary (it is developed on its own branch); use --market sim"
-    )]
-    AkashNotBuiltIn,
+    #[error("{0}")]
+    Akash(String),
 }
 
 /// A running controller and what the rest of the process needs from it.
@@ -55,8 +53,14 @@ impl ControlPlane {
     pub fn start(settings: &ControlSettings, seed: Option<u64>) -> Result<Self, ControlError> {
         let path = settings.controller.state_path();
         let store = open_store(&path)?;
+        let mut render = None;
         let (market, sim): (Arc<dyn Market>, Option<Arc<SimMarket>>) = match settings.market.kind {
-            MarketKind::Akash => return Err(ControlError::AkashNotBuiltIn),
+            MarketKind::Akash => {
+                let (market, r) =
+                    super::akash::market(&settings.market).map_err(ControlError::Akash)?;
+                render = Some(r);
+                (market, None)
+            }
             MarketKind::Sim => {
                 let s = &settings.market.sim;
                 let cfg = SimConfig::scaled(seed.unwrap_or(s.seed), s.speedup);
@@ -74,7 +78,11 @@ impl ControlPlane {
             _ => None,
         };
         let prober = Arc::new(HttpProber::new(settings.controller.probe_timeout));
-        let deps = Deps::new(market, store, prober);
+        let mut deps = Deps::new(market, store, prober);
+        // The akash templates with the operator's expose/auditor/price settings.
+        if let Some(r) = render {
+            deps.render = r;
+        }
         let signals = deps.signals.clone();
         let (handle, fleet) = Controller::start_with(settings.controller_config(), deps);
         tracing::info!(
