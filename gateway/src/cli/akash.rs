@@ -33,6 +33,8 @@ pub fn config(section: &MarketSection) -> Result<AkashConfig, String> {
 /// read from the variable `api_key_env` names (never from the file).
 pub fn market(section: &MarketSection) -> Result<(Arc<AkashMarket>, RenderSdl), String> {
     let cfg = config(section)?;
+    // Said plainly up front; the message names the variable, not its value.
+    cfg.api_key_from_env().map_err(|e| e.to_string())?;
     akash::build(&cfg).map_err(|e| format!("akash market: {e}"))
 }
 
@@ -56,4 +58,40 @@ pub async fn close_all(settings: &ControlSettings) -> CliResult {
         closed.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::unified::{Defaults, parse};
+    use super::*;
+
+    fn with_market_akash(akash: toml::Table) -> String {
+        let mut market = toml::Table::new();
+        market.insert("kind".into(), "akash".into());
+        market.insert("akash".into(), toml::Value::Table(akash));
+        let mut doc = toml::Table::new();
+        doc.insert("market".into(), toml::Value::Table(market));
+        toml::to_string(&doc).unwrap()
+    }
+
+    #[test]
+    fn config_akash_toml_is_the_market_akash_table_and_typos_name_their_key() {
+        let example: toml::Table = include_str!("../../../config/akash.toml").parse().unwrap();
+        let u = parse(&with_market_akash(example.clone()), Defaults::Serve).unwrap();
+        let cfg = config(&u.control.market).unwrap();
+        assert_eq!(cfg.api_key_env, "AKASH_CONSOLE_API_KEY");
+        let mut typo = example;
+        typo.insert("bid_windw".into(), "30s".into());
+        let problems: Vec<String> = parse(&with_market_akash(typo), Defaults::Serve)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("market.akash:") && p.contains("bid_windw")),
+            "{problems:?}"
+        );
+    }
 }
