@@ -7,13 +7,13 @@
 #[path = "akash/support.rs"]
 mod fake;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fake::scenario::{self, Harness};
 use fake::*;
-use leasegate_controller::Controller;
 use leasegate_controller::reconcile::Failpoint;
+use leasegate_controller::{Controller, ControllerHandle};
 use leasegate_fake_console::{Control, FakeConsole, Ledger};
 use leasegate_fleet::{Credential, Snapshot, State};
 use tokio::sync::watch;
@@ -22,7 +22,9 @@ const WANTED: usize = 2;
 
 /// Records every published snapshot, in order.
 fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<Arc<Snapshot>>>> {
-    let seen = Arc::new(parking_lot::Mutex::new(vec![rx.borrow().clone()]));
+    // Marked seen here, so the task does not record the same version twice.
+    let first = rx.borrow_and_update().clone();
+    let seen = Arc::new(parking_lot::Mutex::new(vec![first]));
     let s = seen.clone();
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -33,41 +35,44 @@ fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<
     seen
 }
 
+/// A fake Console and a controller with one pool on it, on a fresh state file.
+async fn start(
+    name: &str,
+    min: u32,
+    max: u32,
+) -> (
+    FakeConsole,
+    std::path::PathBuf,
+    ControllerHandle,
+    watch::Receiver<Arc<Snapshot>>,
+) {
+    let fake = FakeConsole::start(fake_config()).await.unwrap();
+    let path = store_path(name);
+    let (h, rx) = Controller::start_with(
+        controller_config(vec![controller_pool(min, max)]),
+        akash_deps(&fake, open_store(&path)),
+    );
+    (fake, path, h, rx)
+}
+
 fn remove_store(path: &std::path::Path) {
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
     }
 }
 
-/// The books are in shape: `n` active leases, no orphan, no double lease,
-/// and every lease we pay for is one the gateway can use.
+/// The shared verdict plus what only the fake shows: every deployment
+/// carries this controller's tag as its group name.
 fn assert_books(ledger: &Ledger, snap: &Snapshot, n: usize, what: &str) {
-    assert_eq!(ledger.active_leases().len(), n, "{what}: {ledger:#?}");
-    assert!(ledger.orphans().is_empty(), "{what} orphans: {ledger:#?}");
-    assert_eq!(
-        ledger.max_leases_per_tag(),
-        1,
-        "{what} doubles: {ledger:#?}"
-    );
-    let published: HashSet<String> = snap.ready().map(|e| e.id.clone()).collect();
+    scenario::assert_books(ledger, snap, n, what);
     for d in ledger.active_leases() {
-        assert!(
-            published.contains(&format!("lease-{}", d.dseq)),
-            "{what}: unpublished {}: {snap:#?}",
-            d.dseq
-        );
         assert!(d.group_name.starts_with("lg-8-ctl-test-"), "{d:#?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_a_pool_reaches_its_minimum_and_is_published_with_keys() {
-    let fake = FakeConsole::start(fake_config()).await.unwrap();
-    let path = store_path("akash-min");
-    let (h, rx) = Controller::start_with(
-        controller_config(vec![controller_pool(2, 3)]),
-        akash_deps(&fake, open_store(&path)),
-    );
+    let (fake, path, h, rx) = start("akash-min", 2, 3).await;
     let ok = wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 2).await;
     assert!(
         ok,
@@ -101,12 +106,7 @@ async fn fake_a_pool_reaches_its_minimum_and_is_published_with_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_closes() {
-    let fake = FakeConsole::start(fake_config()).await.unwrap();
-    let path = store_path("akash-replace");
-    let (h, rx) = Controller::start_with(
-        controller_config(vec![controller_pool(1, 1)]),
-        akash_deps(&fake, open_store(&path)),
-    );
+    let (fake, path, h, rx) = start("akash-replace", 1, 1).await;
     let seen = record(rx.clone());
     assert!(wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
     let old = fake.ledger().active_leases()[0].clone();
@@ -168,12 +168,7 @@ async fn fake_after_a_provider_failure_the_replacement_is_ready_before_the_old_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_a_lease_closed_unstable_is_replaced_and_its_deployment_closed() {
-    let fake = FakeConsole::start(fake_config()).await.unwrap();
-    let path = store_path("akash-unstable");
-    let (h, rx) = Controller::start_with(
-        controller_config(vec![controller_pool(1, 1)]),
-        akash_deps(&fake, open_store(&path)),
-    );
+    let (fake, path, h, rx) = start("akash-unstable", 1, 1).await;
     assert!(wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
     let old = fake.ledger().active_leases()[0].clone();
     fake.control(Control::CloseLease {
@@ -207,88 +202,46 @@ async fn fake_a_lease_closed_unstable_is_replaced_and_its_deployment_closed() {
     remove_store(&path);
 }
 
+/// `support::scenario::crash_at` (shared with the sim's `crash.rs`) on
+/// the akash market against the fake Console.
 async fn crash_at(point: Failpoint) {
-    let fake = FakeConsole::start(fake_config()).await.unwrap();
+    let fake = Arc::new(FakeConsole::start(fake_config()).await.unwrap());
     let path = store_path(&format!("akash-crash-{point:?}"));
     let cfg = controller_config(vec![controller_pool(WANTED as u32, WANTED as u32)]);
-    {
-        let mut deps = akash_deps(&fake, open_store(&path));
-        deps.failpoint = Some(point);
-        let (h, _rx) = Controller::start_with(cfg.clone(), deps);
-        assert!(
-            wait_real(Duration::from_secs(30), || h.crashed()).await,
-            "failpoint {point:?} never reached: {:#?}",
-            fake.ledger()
-        );
-        // Dropping the handle aborts everything, as a crash would.
-        drop(h);
-    }
-    let at_crash = fake.ledger();
-    // The market lives on while the controller is down.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (h, rx) = Controller::start_with(cfg, akash_deps(&fake, open_store(&path)));
-    let ok = wait_real(Duration::from_secs(40), || {
-        rx.borrow().ready().count() == WANTED && fake.ledger().orphans().is_empty()
-    })
-    .await;
-    assert!(
-        ok,
-        "{point:?}: {:?}\n{:#?}",
-        h.status().unwrap(),
-        fake.ledger()
-    );
-    // Let any cleanup still due happen, then judge by the market's books.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ledger = fake.ledger();
-    assert_books(&ledger, &rx.borrow(), WANTED, &format!("{point:?}"));
-    // What the crash left behind was finished, not thrown away (or, where
-    // the manifest was lost with the create's answer, closed unleased).
-    for d in &at_crash.deployments {
-        let now = ledger.by_dseq(&d.dseq).unwrap();
-        match point {
-            Failpoint::AfterCreate if d.leases.is_empty() => {
-                assert!(
-                    now.closed_ms.is_some() && now.leases.is_empty(),
-                    "{point:?}: {now:#?}"
-                )
-            }
-            _ if d.has_active_lease() => {
-                assert!(now.has_active_lease(), "{point:?}: lease dropped {now:#?}")
-            }
-            _ => {}
+    let harness = {
+        let (f, path) = (fake.clone(), path.clone());
+        let books = fake.clone();
+        Harness {
+            start: Box::new(move |failpoint| {
+                let mut deps = akash_deps(&f, open_store(&path));
+                deps.failpoint = failpoint;
+                Controller::start_with(cfg.clone(), deps)
+            }),
+            books: Box::new(move || books.ledger()),
+            downtime: Duration::from_millis(500),
+            settle: Duration::from_secs(2),
+            patience: Duration::from_secs(20),
         }
-    }
-    if matches!(point, Failpoint::AfterLease | Failpoint::BeforePublish) {
-        assert!(
-            !at_crash.active_leases().is_empty(),
-            "{point:?}: crash before any lease"
-        );
-    }
+    };
+    let (h, rx) = scenario::crash_at(&harness, point, WANTED).await;
+    assert_books(&fake.ledger(), &rx.borrow(), WANTED, &format!("{point:?}"));
     h.shutdown().await;
     remove_store(&path);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_crash_after_the_intent() {
-    crash_at(Failpoint::AfterIntent).await;
+macro_rules! crash_tests {
+    ($($name:ident => $point:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            crash_at(Failpoint::$point).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_crash_after_the_create() {
-    crash_at(Failpoint::AfterCreate).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_crash_after_the_bids() {
-    crash_at(Failpoint::AfterBids).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_crash_after_the_lease() {
-    crash_at(Failpoint::AfterLease).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_crash_before_the_publish() {
-    crash_at(Failpoint::BeforePublish).await;
+crash_tests! {
+    fake_crash_after_the_intent => AfterIntent,
+    fake_crash_after_the_create => AfterCreate,
+    fake_crash_after_the_bids => AfterBids,
+    fake_crash_after_the_lease => AfterLease,
+    fake_crash_before_the_publish => BeforePublish,
 }

@@ -15,7 +15,7 @@ use leasegate_fleet::{Engine, Secret};
 #[path = "../support/mod.rs"]
 mod base;
 #[allow(unused_imports)]
-pub use base::{open_store, store_path};
+pub use base::{open_store, scenario, store_path};
 
 pub const API_KEY: &str = "console-key-0123456789";
 pub const REPLICA_KEY: &str = "replica-key-abcdefghijklmnop";
