@@ -1,5 +1,7 @@
 //! Captures every log line and error text during acquisitions against the
-//! fake Console and finds neither the API key nor the replica key in them.
+//! fake Console (by the market alone, then by the whole controller) and
+//! finds neither the API key nor any replica key in them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -91,11 +93,89 @@ async fn no_api_key_or_replica_key_in_logs_or_errors_during_an_acquisition() {
     errors.push(format!("{err} {err:?} {wrong:?}"));
     let (dseq, _) = acquire(&m, &p, &tag("s2")).await;
     m.close(&dseq).await.unwrap();
+    let mut secrets = vec![
+        API_KEY.to_owned(),
+        REPLICA_KEY.to_owned(),
+        "wrong-key-zzzzzzzz".to_owned(),
+    ];
+    controller_acquisition(&fake, &mut errors, &mut secrets).await;
     let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("lease created"), "logs were captured: {logs}");
+    assert!(logs.contains("replica ready"), "controller logs captured");
     for text in errors.iter().chain(std::iter::once(&logs)) {
-        for secret in [API_KEY, REPLICA_KEY, "wrong-key-zzzzzzzz"] {
-            assert!(!text.contains(secret), "{secret} leaked in: {text}");
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret leaked in: {text}"
+            );
         }
+    }
+}
+
+/// The whole controller acquires a replica through server errors that echo
+/// the SDL and the manifest; returns (in `errors`) the status it reports,
+/// and (in `secrets`) every replica key it generated.
+async fn controller_acquisition(
+    fake: &leasegate_fake_console::FakeConsole,
+    errors: &mut Vec<String>,
+    secrets: &mut Vec<String>,
+) {
+    use leasegate_controller::Controller;
+    use std::time::Duration;
+    for (method, path, status) in [
+        ("POST", "/v1/deployments", 400),
+        ("POST", "/v1/leases", 400),
+        ("GET", "/v1/deployments/", 500),
+    ] {
+        fake.inject(Fault {
+            method: Some(method.into()),
+            path_prefix: path.into(),
+            status,
+            times: 1,
+            retry_after: None,
+            echo_request: true,
+        });
+    }
+    let path = store_path("secrets");
+    let store = open_store(&path);
+    let (h, rx) = Controller::start_with(
+        controller_config(vec![controller_pool(1, 1)]),
+        akash_deps(fake, store.clone()),
+    );
+    let mut last_errors = Vec::new();
+    let ready = wait_real(Duration::from_secs(30), || {
+        if let Ok(st) = h.status() {
+            last_errors.extend(st.pools.iter().filter_map(|p| p.last_error.clone()));
+            errors.push(serde_json::to_string(&st).unwrap());
+        }
+        rx.borrow().ready().count() == 1
+    })
+    .await;
+    assert!(ready, "{:#?}", fake.ledger());
+    assert!(
+        !last_errors.is_empty(),
+        "the injected errors reached the status: the test can fail"
+    );
+    // The lease error echoes the manifest: its key position must read
+    // `[redacted]` (the SDL echo is truncated before the key).
+    assert!(
+        last_errors
+            .iter()
+            .any(|e| e.contains("lease rejected") && e.contains("redacted")),
+        "{last_errors:?}"
+    );
+    errors.extend(last_errors);
+    errors.push(format!("{:?}", rx.borrow()));
+    h.shutdown().await;
+    for i in store.intents(true).unwrap() {
+        secrets.extend(i.replica_key.map(|k| k.expose().to_owned()));
+    }
+    assert!(
+        secrets.len() >= 5,
+        "replica keys of every intent: {}",
+        secrets.len()
+    );
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
     }
 }

@@ -8,12 +8,13 @@
 pub mod client;
 pub mod config;
 mod map;
+pub mod render;
 pub mod sdl;
 pub mod tag;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,11 +25,13 @@ use tokio::time::Instant;
 
 pub use client::{ConsoleClient, RetryPolicy};
 pub use config::AkashConfig;
+pub use render::{RenderOptions, renderer};
 
 use crate::market::{
     Bid, BidId, Created, DeploymentState, DeploymentStatus, DeploymentSummary, Dseq, Market,
     MarketError, ProviderInfo, Tag,
 };
+use crate::sdl::RenderSdl;
 use client::Idempotent;
 use wire::{Envelope, decode};
 
@@ -413,6 +416,13 @@ impl Market for AkashMarket {
             .filter_map(|p| map::provider(&p))
             .collect())
     }
+}
+
+/// The akash market and its SDL renderer from the operator's config, the
+/// API key read from the environment: what a binary puts in `Deps`.
+pub fn build(cfg: &AkashConfig) -> Result<(Arc<AkashMarket>, RenderSdl), MarketError> {
+    let market = AkashMarket::from_config(cfg)?;
+    Ok((Arc::new(market), renderer(cfg.into())))
 }
 
 /// Closes every open deployment tagged with `controller_id`, and nothing

@@ -12,6 +12,11 @@ use leasegate_controller::market::{BidState, Dseq, LeaseState, Market, Tag};
 use leasegate_fake_console::{FakeConfig, FakeConsole, FakeProvider};
 use leasegate_fleet::{Engine, Secret};
 
+#[path = "../support/mod.rs"]
+mod base;
+#[allow(unused_imports)]
+pub use base::{open_store, scenario, store_path};
+
 pub const API_KEY: &str = "console-key-0123456789";
 pub const REPLICA_KEY: &str = "replica-key-abcdefghijklmnop";
 
@@ -142,4 +147,56 @@ pub async fn get_status(url: &str, bearer: Option<&str>) -> u16 {
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     status
+}
+
+/// The sim tests' pool, with real-time durations short enough for tests
+/// against the fake (which runs on real sockets: the clock cannot pause).
+pub fn controller_pool(min: u32, max: u32) -> leasegate_controller::Pool {
+    let mut p = base::pool(min, max);
+    p.bid_window = Duration::from_millis(300);
+    p.readiness_timeout = Duration::from_secs(10);
+    p.unhealthy_after = Duration::from_secs(1);
+    p.drain_timeout = Duration::from_secs(1);
+    p.check_interval = Duration::from_millis(300);
+    p.probe_interval = Duration::from_millis(200);
+    p.validate().unwrap();
+    p
+}
+
+pub fn controller_config(
+    pools: Vec<leasegate_controller::Pool>,
+) -> leasegate_controller::ControllerConfig {
+    let mut c = base::config(pools);
+    c.backoff.base = Duration::from_millis(300);
+    c.backoff.max = Duration::from_secs(2);
+    c
+}
+
+/// The controller as `leasegate controller --market akash` builds it: the
+/// akash market over the fake's URL, the default (akash) SDL renderer, a
+/// real HTTP prober.
+pub fn akash_deps(
+    fake: &FakeConsole,
+    store: std::sync::Arc<dyn leasegate_controller::store::Store>,
+) -> leasegate_controller::Deps {
+    let market = AkashMarket::new(&fake.url(), Secret::new(API_KEY), policy()).unwrap();
+    leasegate_controller::Deps::new(
+        std::sync::Arc::new(market),
+        store,
+        std::sync::Arc::new(leasegate_controller::probe::HttpProber::new(
+            Duration::from_millis(500),
+        )),
+    )
+}
+
+/// Polls `cond` every 50 ms (real time), up to `limit`.
+pub async fn wait_real(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
 }

@@ -1,108 +1,97 @@
-//! `--market akash`: the Akash market from `[market.akash]`, and the SDL each
-//! pool's replicas are deployed with (the templates in `deploy/akash/`).
+//! The `akash` market in the binary: built from `[market.akash]`
+//! (`leasegate_controller::akash::AkashConfig`, see `config/akash.toml`),
+//! and `leasegate controller close-all`, which stops everything this
+//! controller owns.
 
 use std::sync::Arc;
 
 use leasegate_controller::{
-    akash::{
-        AkashConfig, AkashMarket,
-        sdl::{self, GpuSpec, SdlParams},
-    },
-    pool::{Pool, PoolEngine},
-    sdl::{RenderInput, RenderSdl},
+    akash::{self, AkashConfig, AkashMarket},
+    market::Market,
+    sdl::RenderSdl,
 };
 
-/// The market, with the API key read from the configured variable.
-pub fn market(cfg: &AkashConfig) -> Result<AkashMarket, String> {
-    AkashMarket::from_config(cfg).map_err(|e| e.to_string())
+use super::{
+    CliResult,
+    unified::{ControlSettings, MarketKind, MarketSection},
+};
+
+/// `[market.akash]` parsed and checked; the key path is in the message.
+pub fn config(section: &MarketSection) -> Result<AkashConfig, String> {
+    let table = section
+        .akash
+        .clone()
+        .ok_or("[market.akash] is required with kind = \"akash\"")?;
+    let cfg: AkashConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_owned())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
-/// Renders a pool's replica with the Akash templates: the pool's GPU models,
-/// its region, the auditors, and a price cap that is the lower of the pool's
-/// `max_price_per_hour` and the highest `[market.akash]` cap of its GPUs.
-pub fn render(cfg: &AkashConfig) -> RenderSdl {
-    let cfg = cfg.clone();
-    Arc::new(move |pool: &Pool, input: &RenderInput<'_>| {
-        sdl::render(&params(&cfg, pool, input)).map_err(|e| e.to_string())
-    })
+/// The market and the SDL renderer that fits it; the Console API key is
+/// read from the variable `api_key_env` names (never from the file).
+pub fn market(section: &MarketSection) -> Result<(Arc<AkashMarket>, RenderSdl), String> {
+    let cfg = config(section)?;
+    // Said plainly up front; the message names the variable, not its value.
+    cfg.api_key_from_env().map_err(|e| e.to_string())?;
+    akash::build(&cfg).map_err(|e| format!("akash market: {e}"))
 }
 
-fn params(cfg: &AkashConfig, pool: &Pool, input: &RenderInput<'_>) -> SdlParams {
-    let cap = pool
-        .gpu_models
-        .iter()
-        .filter_map(|g| cfg.price_caps_usd_per_hour.get(g))
-        .fold(0.0_f64, |a, b| a.max(*b));
-    let cap = if cap > 0.0 {
-        cap.min(pool.max_price_per_hour)
-    } else {
-        pool.max_price_per_hour
-    };
-    let image = pool.image.clone().unwrap_or_else(|| {
-        match pool.engine {
-            PoolEngine::Vllm => "vllm/vllm-openai:v0.11.0",
-            PoolEngine::Tgi => "ghcr.io/huggingface/text-generation-inference:3.3.4",
-        }
-        .to_owned()
-    });
-    SdlParams {
-        engine: pool.engine.fleet(),
-        image,
-        model: pool.model.clone(),
-        served_model_name: None,
-        gpus: pool
-            .gpu_models
-            .iter()
-            .map(|m| GpuSpec {
-                model: m.clone(),
-                ram: None,
-            })
-            .collect(),
-        gpu_units: 1,
-        cpu_units: 8.0,
-        memory: "64Gi".into(),
-        storage: "100Gi".into(),
-        shm: "10Gi".into(),
-        expose: cfg.expose,
-        price_cap_uact: sdl::uact_per_block(cap),
-        replica_key: input.replica_key.clone(),
-        hf_token: None,
-        region: input.region.map(str::to_owned),
-        signed_by: if pool.audited_only {
-            cfg.auditors.clone()
-        } else {
-            cfg.signed_by()
-        },
-        extra_args: Vec::new(),
+/// Closes every open deployment tagged with this controller's id, and
+/// nothing else; prints each dseq. Safe to repeat.
+pub async fn close_all(settings: &ControlSettings) -> CliResult {
+    if settings.market.kind != MarketKind::Akash {
+        return Err(
+            "close-all needs the akash market ([market] kind = \"akash\" or --market akash)".into(),
+        );
     }
+    let (market, _) = market(&settings.market)?;
+    let market: Arc<dyn Market> = market;
+    let id = &settings.controller.id;
+    let closed = akash::close_all_owned(&*market, id).await?;
+    for dseq in &closed {
+        println!("closed {dseq}");
+    }
+    println!(
+        "closed {} deployment(s) owned by controller {id:?}",
+        closed.len()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use leasegate_fleet::Secret;
-
+    use super::super::unified::{Defaults, parse};
     use super::*;
 
+    fn with_market_akash(akash: toml::Table) -> String {
+        let mut market = toml::Table::new();
+        market.insert("kind".into(), "akash".into());
+        market.insert("akash".into(), toml::Value::Table(akash));
+        let mut doc = toml::Table::new();
+        doc.insert("market".into(), toml::Value::Table(market));
+        toml::to_string(&doc).unwrap()
+    }
+
     #[test]
-    fn a_pool_renders_with_its_gpus_region_key_and_the_lower_price_cap() {
-        let cfg: AkashConfig = toml::from_str(include_str!("../../../config/akash.toml")).unwrap();
-        let pool = crate::cli::unified::parse("", crate::cli::unified::Defaults::Serve)
-            .unwrap()
-            .control
-            .pools
-            .remove(0);
-        let key = Secret::new("replica-key-0123456789abcdef");
-        let input = RenderInput {
-            replica_key: &key,
-            region: Some("eu-central"),
-        };
-        let p = params(&cfg, &pool, &input);
-        assert_eq!(p.gpus.len(), 2);
-        // h100 caps at $3.00/h in akash.toml, the pool at $3.00/h too.
-        assert_eq!(p.price_cap_uact, sdl::uact_per_block(3.0));
-        assert_eq!(p.region.as_deref(), Some("eu-central"));
-        let text = render(&cfg)(&pool, &input).unwrap();
-        assert!(text.contains("eu-central"));
-        assert!(text.contains(&pool.model));
+    fn config_akash_toml_is_the_market_akash_table_and_typos_name_their_key() {
+        let example: toml::Table = include_str!("../../../config/akash.toml").parse().unwrap();
+        let u = parse(&with_market_akash(example.clone()), Defaults::Serve).unwrap();
+        let cfg = config(&u.control.market).unwrap();
+        assert_eq!(cfg.api_key_env, "AKASH_CONSOLE_API_KEY");
+        let mut typo = example;
+        typo.insert("bid_windw".into(), "30s".into());
+        let problems: Vec<String> = parse(&with_market_akash(typo), Defaults::Serve)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("market.akash:") && p.contains("bid_windw")),
+            "{problems:?}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The `leasegate` command line: subcommands and the wiring of gateway, controller and market.
 
-mod akash;
+pub mod akash;
 pub mod control;
 pub mod feed;
 pub mod gateway;
@@ -66,6 +66,8 @@ pub enum Command {
         /// Admin listener (default [controller] admin, 127.0.0.1:9091).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        #[command(subcommand)]
+        action: Option<ControllerAction>,
     },
     /// Validate a config file; prints every problem with its key path.
     CheckConfig { file: PathBuf },
@@ -78,6 +80,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One-off actions of `leasegate controller` instead of running it.
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum ControllerAction {
+    /// Close every deployment this controller (`[controller] id`) owns on
+    /// the akash market, and only those; safe to repeat.
+    CloseAll,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -140,10 +150,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             market,
             seed,
             admin_listen,
+            action,
         } => match load(config.as_deref(), Defaults::Serve) {
             Ok(mut u) => {
                 if let Some(m) = market {
                     u.control.market.kind = m;
+                }
+                if let Some(ControllerAction::CloseAll) = action {
+                    return finish(akash::close_all(&u.control).await);
                 }
                 let admin = admin_listen.unwrap_or(u.control.controller.admin);
                 serve::controller(u, seed, admin).await
@@ -155,6 +169,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
     };
+    finish(result)
+}
+
+fn finish(result: CliResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

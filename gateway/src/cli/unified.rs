@@ -225,23 +225,10 @@ pub fn parse(text: &str, defaults: Defaults) -> Result<Unified, Vec<Problem>> {
     let mut extra = sections.extra;
     let controller = take(&mut extra, "controller", &mut problems).unwrap_or_default();
     let market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
-    match &market.akash {
-        None if market.kind == MarketKind::Akash => problems.push(problem(
-            "market.akash",
-            "required with kind = \"akash\" (see config/akash.toml)",
-        )),
-        Some(a) => {
-            if let Err(e) = a.validate() {
-                let (path, reason) = match e {
-                    AkashConfigError::Invalid { key, reason } => {
-                        (format!("market.akash.{key}"), reason)
-                    }
-                    other => ("market.akash".to_owned(), other.to_string()),
-                };
-                problems.push(problem(path, reason));
-            }
-        }
-        None => {}
+    if market.kind == MarketKind::Akash
+        && let Err(e) = super::akash::config(&market)
+    {
+        problems.push(problem("market.akash", e));
     }
     if !(market.sim.speedup.is_finite() && market.sim.speedup >= 1.0) {
         problems.push(problem("market.sim.speedup", "must be a number >= 1"));
@@ -401,7 +388,7 @@ mod tests {
         for want in [
             "listen.api: `nowhere` is not an IP:port",
             "controller: unknown field `idd`",
-            "market.akash.base_url: must start with https://",
+            "market.akash: [market.akash] is required with kind = \"akash\"",
             "pools[0]: pool \"a\": min_replicas (3) exceeds max_replicas (1)",
             "pools[0].regions[0].code: unknown region `atlantis`",
             "pools[1]: missing field",

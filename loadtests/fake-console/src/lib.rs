@@ -8,6 +8,7 @@
 // The provider entry is one large `json!` literal.
 #![recursion_limit = "256"]
 
+mod books;
 mod model;
 mod routes;
 pub mod schema;
@@ -100,6 +101,12 @@ pub enum Control {
     },
     /// Escrow runs dry now: the lease closes with `insufficient_funds`.
     DrainEscrow {
+        dseq: String,
+    },
+    /// The replica behind the lease dies (connections refused) while the
+    /// lease stays active: what a provider failure looks like until the
+    /// provider closes the lease `unstable` minutes later.
+    ReplicaDown {
         dseq: String,
     },
     /// Console cannot reach the provider: lease `status: null`.
@@ -206,11 +213,13 @@ fn control(inner: &Inner, c: Control) -> Result<(), String> {
     match c {
         Control::CloseLease { dseq, reason } => {
             let n = dep(&mut w, &dseq)?;
+            // A lease closes once; its first reason stands.
             let l = w
                 .deps
                 .get_mut(&n)
                 .and_then(|d| d.lease.as_mut())
-                .ok_or("no lease")?;
+                .filter(|l| l.closed.is_none())
+                .ok_or("no open lease")?;
             l.state = "closed";
             l.closed = Some((now, reason));
             l.replica = None;
@@ -223,6 +232,16 @@ fn control(inner: &Inner, c: Control) -> Result<(), String> {
                 d.funds = rate * (h - d.settled_height);
             }
             w.tick(now);
+        }
+        Control::ReplicaDown { dseq } => {
+            let n = dep(&mut w, &dseq)?;
+            let l = w
+                .deps
+                .get_mut(&n)
+                .and_then(|d| d.lease.as_mut())
+                .ok_or("no lease")?;
+            // Dropping the replica stops it; its URL stays in the status.
+            l.replica = None;
         }
         Control::Unreachable { dseq, on } => {
             let n = dep(&mut w, &dseq)?;
