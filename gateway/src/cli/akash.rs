@@ -18,13 +18,10 @@ use super::{
 
 /// `[market.akash]` parsed and checked; the key path is in the message.
 pub fn config(section: &MarketSection) -> Result<AkashConfig, String> {
-    let table = section
+    let cfg = section
         .akash
         .clone()
         .ok_or("[market.akash] is required with kind = \"akash\"")?;
-    let cfg: AkashConfig = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_owned())?;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }

@@ -33,7 +33,7 @@ use crate::{
 pub enum ControlError {
     #[error("state file {path}: {reason}")]
     State { path: String, reason: String },
-    #[error("{0}")]
+    #[error("akash market: {0}")]
     Akash(String),
 }
 

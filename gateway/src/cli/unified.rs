@@ -224,11 +224,30 @@ pub fn parse(text: &str, defaults: Defaults) -> Result<Unified, Vec<Problem>> {
     let mut problems = sections.problems;
     let mut extra = sections.extra;
     let controller = take(&mut extra, "controller", &mut problems).unwrap_or_default();
-    let market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
-    if market.kind == MarketKind::Akash
-        && let Err(e) = super::akash::config(&market)
-    {
-        problems.push(problem("market.akash", e));
+    // `[market.akash]` is read on its own so that its problems carry its path.
+    let akash = match extra.get_mut("market") {
+        Some(toml::Value::Table(t)) => t.remove("akash"),
+        _ => None,
+    };
+    let mut market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
+    market.akash = akash.and_then(|v| from_value(v, "market.akash", &mut problems));
+    match &market.akash {
+        None if market.kind == MarketKind::Akash => problems.push(problem(
+            "market.akash",
+            "required with kind = \"akash\" (see config/akash.toml)",
+        )),
+        Some(a) => {
+            if let Err(e) = a.validate() {
+                let (path, reason) = match e {
+                    AkashConfigError::Invalid { key, reason } => {
+                        (format!("market.akash.{key}"), reason)
+                    }
+                    other => ("market.akash".to_owned(), other.to_string()),
+                };
+                problems.push(problem(path, reason));
+            }
+        }
+        None => {}
     }
     if !(market.sim.speedup.is_finite() && market.sim.speedup >= 1.0) {
         problems.push(problem("market.sim.speedup", "must be a number >= 1"));
@@ -271,6 +290,15 @@ fn take<T: serde::de::DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
     let value = table.remove(key)?;
+    from_value(value, key, problems)
+}
+
+/// Deserializes one value, recording a problem at `key` when it doesn't fit.
+fn from_value<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     value
         .try_into()
         .map_err(|e: toml::de::Error| problems.push(problem(key, e.message().trim_end())))
@@ -388,7 +416,7 @@ mod tests {
         for want in [
             "listen.api: `nowhere` is not an IP:port",
             "controller: unknown field `idd`",
-            "market.akash: [market.akash] is required with kind = \"akash\"",
+            "market.akash.base_url: must start with https://",
             "pools[0]: pool \"a\": min_replicas (3) exceeds max_replicas (1)",
             "pools[0].regions[0].code: unknown region `atlantis`",
             "pools[1]: missing field",
