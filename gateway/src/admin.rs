@@ -1,4 +1,9 @@
-//! The admin listener: Prometheus metrics and probes, apart from client traffic.
+//! The admin listener: Prometheus metrics and probes, and the token-protected admin API, apart from client traffic.
+
+mod api;
+mod views;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -7,17 +12,22 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
     error::ApiError,
-    fleet::FleetView,
     metrics,
+    reload::Live,
     server::{body, body::Body, stack},
 };
 
-/// Answers `GET /metrics`, `/health` and `/ready` on the admin port.
+/// Answers `GET /metrics`, `/health` and `/ready` on the admin port, and
+/// `/admin/*` (see `gateway/admin-openapi.yaml`) for the admin token.
 pub async fn handle(
     prometheus: PrometheusHandle,
-    fleet: FleetView,
+    live: Arc<Live>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if req.uri().path().starts_with("/admin/") {
+        return api::handle(&live, req).await;
+    }
+    let fleet = live.fleet();
     if req.method() != Method::GET {
         return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
     }
@@ -39,7 +49,7 @@ pub async fn handle(
             *resp.status_mut() = StatusCode::OK;
             resp
         }
-        "/ready" => stack::ready(&fleet),
+        "/ready" => stack::ready(fleet),
         other => ApiError::NotFound(other.to_owned()).into_response(),
     }
 }

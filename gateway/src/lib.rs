@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openai;
+pub mod reload;
 pub mod server;
 pub mod upstream;
 

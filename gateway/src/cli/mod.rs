@@ -1,6 +1,7 @@
 //! The `leasegate` command line: subcommands, quick-start discovery and the demo fleet.
 
 mod demo;
+mod keys;
 mod spec;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
@@ -17,6 +18,7 @@ pub use spec::{EndpointArg, FallbackArg};
 use crate::{
     Gateway, Running,
     config::{Config, ConfigError},
+    server::run::ReloadSource,
     upstream,
 };
 
@@ -51,6 +53,21 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Validate a config file; prints every problem with its key path.
     CheckConfig { file: PathBuf },
+    /// Client keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a new client key: prints the key once and the `[[keys]]` entry (its SHA-256) for the config.
+    Create {
+        /// The key's name in logs, metrics and the admin API.
+        #[arg(long, default_value = "new-key")]
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +106,9 @@ pub fn init_tracing(format: LogFormat) {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::CheckConfig { file } => return check_config(&file),
+        Command::Keys {
+            action: KeysAction::Create { name },
+        } => return keys::create(&name),
         Command::Serve { config } => serve(config).await,
         Command::Gateway(args) => gateway(args).await,
     };
@@ -132,9 +152,10 @@ fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, Box<dyn std
 }
 
 async fn serve(config: Option<PathBuf>) -> CliResult {
+    let reload = config.clone().map(ReloadSource::file);
     let config = load_or_default(config.as_deref())?;
     let demo = demo::DemoFleet::start().await?;
-    let running = Gateway::start(config, demo.fleet()).await?;
+    let running = Gateway::start_with(config, demo.fleet(), reload).await?;
     announce(&running);
     running.run_until_signal().await;
     demo.shutdown().await;
@@ -164,6 +185,7 @@ async fn gateway(args: GatewayArgs) -> CliResult {
         all_models.extend(models.iter().cloned());
         config.endpoints.push(arg.into_spec(base + i, models));
     }
+    let cli_endpoints = config.endpoints[base..].to_vec();
     all_models.extend(
         config
             .endpoints
@@ -176,15 +198,41 @@ async fn gateway(args: GatewayArgs) -> CliResult {
     for (i, arg) in args.fallbacks.into_iter().enumerate() {
         config.fallbacks.push(arg.into_spec(base + i, &all_models));
     }
+    let cli_fallbacks = config.fallbacks[base..].to_vec();
     // Quick start has no controller: the fleet is the config's own endpoints.
     let (_fleet_tx, fleet_rx) = watch::channel(Arc::new(Snapshot {
         version: 1,
         ..Snapshot::default()
     }));
-    let running = Gateway::start(config, fleet_rx).await?;
+    let reload = args
+        .config
+        .map(|file| reload_with_args(file, &config, cli_endpoints, cli_fallbacks));
+    let running = Gateway::start_with(config, fleet_rx, reload).await?;
     announce(&running);
     running.run_until_signal().await;
     Ok(())
+}
+
+/// Reloads re-read the file and re-apply what the command line added to it
+/// (listeners, and the endpoints and fallbacks given there, already discovered).
+fn reload_with_args(
+    file: PathBuf,
+    started: &Config,
+    endpoints: Vec<crate::config::EndpointSpec>,
+    fallbacks: Vec<crate::config::FallbackSpec>,
+) -> ReloadSource {
+    let listen = started.listen.clone();
+    let path = file.clone();
+    ReloadSource {
+        file,
+        load: Arc::new(move || {
+            let mut c = Config::load(&path)?;
+            c.listen = listen.clone();
+            c.endpoints.extend(endpoints.iter().cloned());
+            c.fallbacks.extend(fallbacks.iter().cloned());
+            Ok(c)
+        }),
+    }
 }
 
 /// Scripts read the bound addresses from stdout (useful with port 0).

@@ -2,9 +2,10 @@
 
 use std::fmt;
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 
 use super::keys::KeyDigest;
+use crate::auth::bearer;
 
 /// Shorter tokens are refused at load: the admin API can drain the fleet.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -53,20 +54,10 @@ impl AdminToken {
     }
 }
 
-/// The key from `Authorization: Bearer KEY`, or from `api-key` as Azure-style SDKs send it.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, key) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
-    }
-    headers.get("api-key")?.to_str().ok().map(str::trim)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
     const TOKEN: &str = "admin-token-0123456789";
 

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::limit::{LimitExceeded, LimitKind, Rate, Rates};
 
@@ -69,10 +68,6 @@ pub fn insert_rate_headers(headers: &mut HeaderMap, rates: &Rates) {
 }
 
 impl LimitExceeded {
-    pub fn status(&self) -> StatusCode {
-        StatusCode::TOO_MANY_REQUESTS
-    }
-
     /// OpenAI's error `type` and `code`: a budget is a quota, the rest are rate limits.
     pub fn kind_and_code(&self) -> (&'static str, &'static str) {
         match self.kind {
@@ -96,20 +91,6 @@ impl LimitExceeded {
             number(u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX)),
         );
         insert_rate_headers(headers, &self.rates);
-    }
-
-    /// The OpenAI-shaped error body.
-    pub fn to_json(&self) -> Bytes {
-        let (kind, code) = self.kind_and_code();
-        let body = serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": kind,
-                "param": null,
-                "code": code,
-            }
-        });
-        Bytes::from(body.to_string())
     }
 }
 
@@ -184,12 +165,13 @@ mod tests {
             (LimitKind::Budget, "insufficient_quota"),
         ] {
             let e = exceeded(kind, 1000);
-            let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_slice(&crate::error::ApiError::RateLimited(Box::new(e)).to_json())
+                    .unwrap();
             assert_eq!(v["error"]["type"], ty);
             assert_eq!(v["error"]["code"], ty);
             assert!(v["error"]["param"].is_null());
             assert!(v["error"]["message"].as_str().unwrap().len() > 20);
-            assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         }
     }
 

@@ -76,7 +76,8 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
-    /// A key from the legacy `auth.client_key_sha256` list: no limits, no pin.
+    /// A key from the legacy `auth.client_key_sha256` list: no limits, no
+    /// pin, and the region header as the global `[geo]` switch says.
     pub fn unlimited(name: String, digest: KeyDigest) -> Self {
         Self {
             name,
@@ -84,7 +85,7 @@ impl ClientKey {
             allowed_models: BTreeSet::new(),
             limits: KeyLimits::default(),
             residency: Residency::default(),
-            allow_region_header: false,
+            allow_region_header: true,
         }
     }
 

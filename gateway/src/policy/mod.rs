@@ -13,6 +13,8 @@ pub mod clock;
 pub mod keys;
 pub mod limit;
 pub mod residency;
+pub mod stage;
+pub mod usage;
 mod window;
 
 pub use admin_token::AdminToken;

@@ -1,22 +1,18 @@
 //! Starting and stopping a gateway: binds the listeners and wires fleet, health, routing and upstreams.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use leasegate_fleet::Snapshot;
-use tokio::{
-    sync::{Semaphore, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ListenerOptions, bind, serve, stack::Shared, tls};
+use super::{ListenerOptions, bind, serve, tls};
 use crate::{
     admin,
-    config::Config,
+    config::{Config, ConfigError, Problem},
     fleet::FleetView,
-    geo::{GeoDb, GeoOptions},
     health, metrics,
-    route::ScoreSelector,
-    upstream::{self, Upstream},
+    reload::{self, ConfigSource, Live},
+    upstream,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +25,47 @@ pub enum StartError {
     Client(#[from] rustls::Error),
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
+    #[error("config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<Problem>),
+}
+
+/// Where a live reload reads the config from: `file` is watched, `load` parses it.
+pub struct ReloadSource {
+    pub file: PathBuf,
+    pub load: ConfigSource,
+}
+
+impl std::fmt::Debug for ReloadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadSource")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadSource {
+    /// Reloads from `file` itself.
+    pub fn file(file: PathBuf) -> Self {
+        let path = file.clone();
+        Self {
+            file,
+            load: Arc::new(move || {
+                // A file caught mid-write by a watch may be empty, and an
+                // empty file is a valid config of all defaults: never reload to it.
+                let blank = std::fs::read_to_string(&path).is_ok_and(|t| t.trim().is_empty());
+                if blank {
+                    return Err(ConfigError {
+                        file: path.display().to_string(),
+                        problems: vec![Problem {
+                            path: String::new(),
+                            reason: "the file is empty; keeping the running config".into(),
+                        }],
+                    });
+                }
+                Config::load(&path)
+            }),
+        }
+    }
 }
 
 /// The gateway entry point.
@@ -41,6 +78,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: FleetView,
+    /// The running config generation; reload through it.
+    pub live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -54,8 +93,17 @@ impl Gateway {
         config: Config,
         fleet_rx: watch::Receiver<Arc<Snapshot>>,
     ) -> Result<Running, StartError> {
+        Self::start_with(config, fleet_rx, None).await
+    }
+
+    /// As [`Gateway::start`], and reloads the config from `source` on a
+    /// change of its file, SIGHUP or `POST /admin/reload`.
+    pub async fn start_with(
+        config: Config,
+        fleet_rx: watch::Receiver<Arc<Snapshot>>,
+        source: Option<ReloadSource>,
+    ) -> Result<Running, StartError> {
         let prometheus = metrics::install();
-        let config = Arc::new(config);
         let tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
         let api = bind(config.listen.api).await?;
         let admin_listener = bind(config.listen.admin).await?;
@@ -64,24 +112,8 @@ impl Gateway {
 
         warn_missing_keys(&config);
         let fleet = FleetView::new(config.health.clone());
-        let merge = spawn_merge(Arc::clone(&config), fleet.clone(), fleet_rx);
         let prober = health::spawn_prober(fleet.clone(), health::probe_client(&config.health)?);
         let client = upstream::build_client(config.timeouts.connect)?;
-        let geo = if config.geo.mmdb.is_empty() {
-            None
-        } else {
-            Some(GeoDb::open(&config.geo.mmdb, GeoOptions::default())?)
-        };
-        let shared = Arc::new(Shared {
-            config: Arc::clone(&config),
-            fleet: fleet.clone(),
-            selector: Arc::new(ScoreSelector::new(config.routing.clone())),
-            upstream: Upstream::new(&config, client),
-            limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
-            geo,
-        });
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let api_opts = ListenerOptions {
             header_read_timeout: config.timeouts.header_read,
             drain: config.timeouts.drain,
@@ -91,24 +123,39 @@ impl Gateway {
             tls: None,
             ..api_opts.clone()
         };
+        let tls_on = api_opts.tls.is_some();
+        // Generation 1: the same preparation (GeoIP files, admin token, limiter
+        // table) a reload does, so a bad start fails like a bad reload would.
+        let (file, load) = source.map(|s| (s.file, s.load)).unzip();
+        let live =
+            Live::start(config, fleet.clone(), client, load, file).map_err(StartError::Config)?;
+        let mut background = vec![live.follow(fleet_rx), prober];
+        if live.file().is_some() {
+            background.extend(reload::spawn_watchers(&live));
+        }
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Each request takes the generation current when it arrives and keeps it.
+        let api_live = Arc::clone(&live);
         let api_task = serve(api, api_opts, shutdown_rx.clone(), move |req, peer| {
-            super::stack::handle(Arc::clone(&shared), req, peer)
+            super::stack::handle(api_live.current(), req, peer)
         });
-        let admin_fleet = fleet.clone();
+        let admin_live = Arc::clone(&live);
         let admin_task = serve(
             admin_listener,
             admin_opts,
             shutdown_rx,
-            move |req, _peer| admin::handle(prometheus.clone(), admin_fleet.clone(), req),
+            move |req, _peer| admin::handle(prometheus.clone(), Arc::clone(&admin_live), req),
         );
-        tracing::info!(%api_addr, %admin_addr, tls = config.listen.tls.is_some(), "gateway started");
+        tracing::info!(%api_addr, %admin_addr, tls = tls_on, "gateway started");
         Ok(Running {
             api_addr,
             admin_addr,
             fleet,
+            live,
             shutdown,
             listeners: vec![api_task, admin_task],
-            background: vec![merge, prober],
+            background,
         })
     }
 }
@@ -131,23 +178,6 @@ impl Running {
         tracing::info!("shutdown signal received; draining");
         self.shutdown().await;
     }
-}
-
-/// Publishes every snapshot from `rx` with the config's own endpoints added.
-fn spawn_merge(
-    config: Arc<Config>,
-    fleet: FleetView,
-    mut rx: watch::Receiver<Arc<Snapshot>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let snapshot = Arc::clone(&rx.borrow_and_update());
-            fleet.publish(Arc::new(with_config_endpoints(&snapshot, &config)));
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    })
 }
 
 /// The controller's fleet plus static endpoints and fallbacks from config.
