@@ -286,3 +286,13 @@ async fn an_eu_pinned_key_never_leaves_the_eu_and_gets_a_clear_503_when_it_is_do
     assert_eq!(call(&gw, "m", open_key).await.status, 200);
     assert_eq!(chat_calls(&us) + chat_calls(&cloud), 1);
 }
+
+#[tokio::test]
+async fn regression_a_request_for_an_unknown_model_does_not_use_up_the_limit() {
+    let r = replica(&["m"]).await;
+    let toml = with_key("requests_per_minute = 1", "");
+    let gw = gateway(&toml, vec![endpoint("a", &r.url(), &["m"], None)]).await;
+    call(&gw, "nope", KEY).await.openai_error(404);
+    assert_eq!(call(&gw, "m", KEY).await.status, 200);
+    call(&gw, "m", KEY).await.openai_error(429);
+}

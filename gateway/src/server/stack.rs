@@ -19,7 +19,7 @@ use crate::{
     fleet::FleetView,
     geo::{self, GeoDb},
     openai,
-    policy::{AdminToken, Policy, answer, stage},
+    policy::{AdminToken, Policy, answer, stage, usage::Price},
     route::{RouteRequest, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
 };
@@ -148,7 +148,17 @@ async fn dispatch(
     let peek = openai::peek(&body)?;
     ctx.model = Some(peek.model.clone());
     ctx.stream = peek.stream;
-    // 7. Policy: the key's models, then its limits (counted before any endpoint is chosen).
+    // 7. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
+    let pool_model = shared
+        .config
+        .aliases
+        .get(&peek.model)
+        .map_or(peek.model.as_str(), String::as_str);
+    let state = shared.fleet.current();
+    if !state.serves(pool_model) {
+        return Err(ApiError::UnknownModel(peek.model));
+    }
+    // 8. Policy: the key's models, then its limits (counted before any endpoint is chosen).
     //    An embedding generates no tokens beyond its input.
     let completion = if parts.uri.path() == "/v1/embeddings" {
         Some(0)
@@ -163,16 +173,6 @@ async fn dispatch(
         completion,
         &mut ctx.policy,
     )?;
-    // 8. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
-    let pool_model = shared
-        .config
-        .aliases
-        .get(&peek.model)
-        .map_or(peek.model.as_str(), String::as_str);
-    let state = shared.fleet.current();
-    if !state.serves(pool_model) {
-        return Err(ApiError::UnknownModel(peek.model));
-    }
     // 9. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
     let geo = &shared.config.geo;
     let located = geo::locate(
@@ -215,10 +215,8 @@ async fn dispatch(
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
     let forwarded = forwarded.map_err(|e| pin.on_failure(&peek.model, e))?;
-    ctx.policy.served_by(crate::policy::usage::Price::of(
-        forwarded.guard.endpoint(),
-        &shared.config,
-    ));
+    ctx.policy
+        .served_by(Price::of(forwarded.guard.endpoint(), &shared.config));
     ctx.ttfb = Some(forwarded.ttfb);
     if let Some(endpoint) = &ctx.endpoint {
         crate::metrics::record_ttft(&peek.model, endpoint, forwarded.ttfb);
