@@ -1,4 +1,7 @@
-//! The admin listener: Prometheus metrics and probes, apart from client traffic.
+//! The admin listener: Prometheus metrics and probes, and the token-protected admin API, apart from client traffic.
+
+mod api;
+mod views;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -11,6 +14,7 @@ use crate::{
     error::ApiError,
     fleet::FleetView,
     metrics,
+    reload::Live,
     server::{body, body::Body, stack},
 };
 
@@ -25,9 +29,27 @@ pub trait AdminRoutes: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 }
 
-/// Answers `GET /metrics`, `/health` and `/ready` on the admin port, and
+/// Answers `GET /metrics`, `/health` and `/ready` on the admin port,
+/// `/admin/*` (see `gateway/admin-openapi.yaml`) for the admin token, and
 /// whatever `extra` serves.
 pub async fn handle(
+    prometheus: PrometheusHandle,
+    live: Arc<Live>,
+    extra: Option<Arc<dyn AdminRoutes>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if let Some(extra) = extra.filter(|x| x.serves(req.uri().path())) {
+        return extra.handle(req).await;
+    }
+    if req.uri().path().starts_with("/admin/") {
+        return api::handle(&live, req).await;
+    }
+    probes_and_metrics(&prometheus, live.fleet(), &req)
+}
+
+/// The admin listener of a process without a gateway (`leasegate
+/// controller`): `extra`, then metrics and probes over `fleet`.
+pub async fn handle_without_gateway(
     prometheus: PrometheusHandle,
     fleet: FleetView,
     extra: Option<Arc<dyn AdminRoutes>>,
@@ -36,6 +58,15 @@ pub async fn handle(
     if let Some(extra) = extra.filter(|x| x.serves(req.uri().path())) {
         return extra.handle(req).await;
     }
+    probes_and_metrics(&prometheus, &fleet, &req)
+}
+
+/// `GET /metrics`, `/health` and `/ready`.
+fn probes_and_metrics(
+    prometheus: &PrometheusHandle,
+    fleet: &FleetView,
+    req: &Request<Incoming>,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
     }
@@ -57,7 +88,7 @@ pub async fn handle(
             *resp.status_mut() = StatusCode::OK;
             resp
         }
-        "/ready" => stack::ready(&fleet),
+        "/ready" => stack::ready(fleet),
         other => ApiError::NotFound(other.to_owned()).into_response(),
     }
 }

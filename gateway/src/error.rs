@@ -4,7 +4,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
-use crate::server::body::{self, Body};
+use crate::{
+    policy::LimitExceeded,
+    server::body::{self, Body},
+};
 
 /// Everything that can end a request with an error answer.
 ///
@@ -20,6 +23,12 @@ pub enum ApiError {
     BodyRead,
     #[error("incorrect or missing API key")]
     Unauthorized,
+    #[error("the admin API is disabled: no admin token is configured ([admin] token_env)")]
+    AdminDisabled,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} needs the lease controller, which this gateway runs without")]
+    NotImplemented(&'static str),
     #[error("the model `{0}` does not exist or is not served here")]
     UnknownModel(String),
     #[error("no route for {0}")]
@@ -34,6 +43,13 @@ pub enum ApiError {
     UpstreamRateLimited,
     #[error("no upstream is available for model `{0}`")]
     NoUpstream(String),
+    /// A key's requests-, tokens-per-minute or daily budget; its own headers and body.
+    #[error(transparent)]
+    RateLimited(Box<LimitExceeded>),
+    #[error(
+        "no endpoint for model `{model}` is available in the regions this API key is restricted to ({residency}); the request was not sent elsewhere"
+    )]
+    ResidencyUnavailable { model: String, residency: String },
     #[error("the upstream failed to answer")]
     UpstreamFailed,
     #[error("the upstream did not answer in time")]
@@ -43,13 +59,18 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::MissingModel | Self::BodyRead => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MalformedJson(_) | Self::MissingModel | Self::BodyRead | Self::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized | Self::AdminDisabled => StatusCode::UNAUTHORIZED,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UnknownModel(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UpstreamRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::NoUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamRateLimited | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::NoUpstream(_) | Self::ResidencyUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -62,6 +83,9 @@ impl ApiError {
             Self::MissingModel => ("invalid_request_error", "missing_model"),
             Self::BodyRead => ("invalid_request_error", "invalid_body"),
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
+            Self::AdminDisabled => ("authentication_error", "admin_disabled"),
+            Self::BadRequest(_) => ("invalid_request_error", "invalid_parameter"),
+            Self::NotImplemented(_) => ("not_implemented", "not_implemented"),
             Self::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             Self::NotFound(_) => ("invalid_request_error", "not_found"),
             Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
@@ -69,6 +93,8 @@ impl ApiError {
             Self::Overloaded => ("server_error", "overloaded"),
             Self::UpstreamRateLimited => ("rate_limit_error", "rate_limit_exceeded"),
             Self::NoUpstream(_) => ("server_error", "no_upstream_available"),
+            Self::RateLimited(e) => e.kind_and_code(),
+            Self::ResidencyUnavailable { .. } => ("server_error", "residency_unavailable"),
             Self::UpstreamFailed => ("server_error", "upstream_error"),
             Self::UpstreamTimeout => ("server_error", "upstream_timeout"),
         }
@@ -84,7 +110,10 @@ impl ApiError {
     /// Seconds a client should wait before retrying, for the statuses that invite it.
     fn retry_after(&self) -> Option<&'static str> {
         match self {
-            Self::Overloaded | Self::NoUpstream(_) | Self::UpstreamRateLimited => Some("1"),
+            Self::Overloaded
+            | Self::NoUpstream(_)
+            | Self::UpstreamRateLimited
+            | Self::ResidencyUnavailable { .. } => Some("1"),
             _ => None,
         }
     }
@@ -123,6 +152,9 @@ impl ApiError {
         );
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        if let Self::RateLimited(e) = &self {
+            e.insert_headers(headers);
         }
         resp
     }

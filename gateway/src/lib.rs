@@ -5,6 +5,7 @@
 pub mod fleet;
 pub mod geo;
 pub mod health;
+pub mod policy;
 pub mod route;
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod demand;
 pub mod error;
 pub mod metrics;
 pub mod openai;
+pub mod reload;
 pub mod server;
 pub mod upstream;
 

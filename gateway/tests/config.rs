@@ -63,7 +63,7 @@ fn the_full_example_has_what_it_documents() {
         Some("gpt-4o-mini")
     );
     assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
-    assert_eq!(c.client_keys.0.len(), 1);
+    assert_eq!(c.keys.iter().count(), 2);
 }
 
 const BAD: &str = r#"

@@ -47,8 +47,25 @@ impl GatewayOnly {
                     .into(),
             );
         }
+        let (file_endpoints, file_fallbacks) = (config.endpoints.len(), config.fallbacks.len());
         add_cli_endpoints(&mut config, &args).await?;
         let mut extras = Extras::default();
+        // Reloads re-read the file and re-apply what the command line added
+        // (listeners, and the endpoints and fallbacks given there, already discovered).
+        if let Some(file) = unified.source.clone() {
+            let listen = config.listen.clone();
+            let endpoints = config.endpoints[file_endpoints..].to_vec();
+            let fallbacks = config.fallbacks[file_fallbacks..].to_vec();
+            extras.reload = Some(super::unified::reload_source(
+                file,
+                super::unified::Defaults::None,
+                move |c| {
+                    c.listen = listen.clone();
+                    c.endpoints.extend(endpoints.iter().cloned());
+                    c.fallbacks.extend(fallbacks.iter().cloned());
+                },
+            ));
+        }
         let mut feed = None;
         let (rx, follower, tx) = match &args.fleet_from {
             Some(url) => {

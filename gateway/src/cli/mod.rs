@@ -4,6 +4,7 @@ pub mod akash;
 pub mod control;
 pub mod feed;
 pub mod gateway;
+mod keys;
 pub mod serve;
 mod spec;
 pub mod status;
@@ -80,6 +81,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Client keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a new client key: prints the key once and the `[[keys]]` entry (its SHA-256) for the config.
+    Create {
+        /// The key's name in logs, metrics and the admin API.
+        #[arg(long, default_value = "new-key")]
+        name: String,
+    },
 }
 
 /// One-off actions of `leasegate controller` instead of running it.
@@ -140,6 +156,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     });
     let result = match command {
         Command::CheckConfig { file } => return check_config(&file),
+        Command::Keys {
+            action: KeysAction::Create { name },
+        } => return keys::create(&name),
         Command::Status { admin, json } => status::status(&admin, json).await,
         Command::Serve { config, seed } => match load(config.as_deref(), Defaults::Serve) {
             Ok(u) => serve::serve(u, seed).await,

@@ -40,9 +40,16 @@ impl Served {
         metrics::install();
         let control = ControlPlane::start(&unified.control, seed)?;
         let meter = Arc::new(DemandMeter::new(&unified.control.region_codes()));
+        let listen = unified.gateway.listen.clone();
+        let reload = unified.source.clone().map(|file| {
+            super::unified::reload_source(file, super::unified::Defaults::Serve, move |c| {
+                c.listen = listen.clone();
+            })
+        });
         let extras = Extras {
             demand: Some(meter.clone()),
             admin: Some(control.routes(admin_token.as_ref())),
+            reload,
         };
         let gateway = Gateway::start_with(unified.gateway, control.fleet.clone(), extras).await?;
         let feed = feed::spawn(
@@ -111,7 +118,12 @@ impl ControllerOnly {
             tls: None,
         };
         let listener_task = server::serve(listener, opts, stop_rx, move |req, _peer| {
-            admin::handle(prometheus.clone(), view.clone(), Some(routes.clone()), req)
+            admin::handle_without_gateway(
+                prometheus.clone(),
+                view.clone(),
+                Some(routes.clone()),
+                req,
+            )
         });
         tracing::info!(%admin_addr, "controller admin listener started");
         Ok(Self {

@@ -39,6 +39,8 @@ pub enum Defaults {
 pub struct Unified {
     pub gateway: Config,
     pub control: ControlSettings,
+    /// The file it was read from, for live reloads of the gateway sections.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// Everything the control plane runs with.
@@ -210,7 +212,45 @@ pub fn load(path: Option<&Path>, defaults: Defaults) -> Result<Unified, ConfigEr
         })?,
         None => String::new(),
     };
-    parse(&text, defaults).map_err(|problems| ConfigError { file, problems })
+    let mut unified = parse(&text, defaults).map_err(|problems| ConfigError { file, problems })?;
+    unified.source = path.map(Path::to_path_buf);
+    Ok(unified)
+}
+
+/// Live reloads of the gateway's sections of `file`: the file is parsed
+/// whole (controller sections included, so a typo there is caught too),
+/// then `adjust` re-applies what the command line added at start.
+pub fn reload_source(
+    file: std::path::PathBuf,
+    defaults: Defaults,
+    adjust: impl Fn(&mut Config) + Send + Sync + 'static,
+) -> crate::server::run::ReloadSource {
+    let path = file.clone();
+    crate::server::run::ReloadSource {
+        file,
+        load: std::sync::Arc::new(move || {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                file: path.display().to_string(),
+                problems: vec![problem("", format!("cannot read: {e}"))],
+            })?;
+            // A file caught mid-write by a watch may be empty, and an empty
+            // file is a valid config of all defaults: never reload to it.
+            if text.trim().is_empty() {
+                return Err(ConfigError {
+                    file: path.display().to_string(),
+                    problems: vec![problem("", "the file is empty; keeping the running config")],
+                });
+            }
+            let mut config = parse(&text, defaults)
+                .map_err(|problems| ConfigError {
+                    file: path.display().to_string(),
+                    problems,
+                })?
+                .gateway;
+            adjust(&mut config);
+            Ok(config)
+        }),
+    }
 }
 
 /// Parses text; with [`Defaults::Serve`] each top-level section of `text`
@@ -261,6 +301,7 @@ pub fn parse(text: &str, defaults: Defaults) -> Result<Unified, Vec<Problem>> {
                 market,
                 pools,
             },
+            source: None,
         }),
         _ => Err(problems),
     }

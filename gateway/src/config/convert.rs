@@ -7,10 +7,12 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::{
-    Problems, raw,
+    Problems,
+    policy::{RawAdmin, convert_admin, convert_keys},
+    raw,
     typed::{
-        ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
-        RetryConfig, Timeouts, TlsFiles,
+        Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec, RetryConfig,
+        Timeouts, TlsFiles,
     },
 };
 use crate::{health::HealthConfig, route::RoutingWeights};
@@ -35,6 +37,8 @@ pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) 
     let aliases: raw::Aliases = section(&mut table, "aliases", p).unwrap_or_default();
     let health: HealthConfig = section(&mut table, "health", p).unwrap_or_default();
     let geo: raw::Geo = section(&mut table, "geo", p).unwrap_or_default();
+    let admin: RawAdmin = section(&mut table, "admin", p).unwrap_or_default();
+    let keys = convert_keys(&mut table, auth, p);
     let routing: RoutingWeights = section(&mut table, "routing", p).unwrap_or_default();
     if let Err(e) = routing.validate() {
         p.push(format!("routing.{}", e.field), e);
@@ -47,7 +51,8 @@ pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) 
         timeouts: convert_timeouts(timeouts, p),
         retry: convert_retry(retry, p),
         limits: convert_limits(limits, p),
-        client_keys: convert_auth(auth, p),
+        keys,
+        admin: convert_admin(admin, p),
         aliases: convert_aliases(aliases, p),
         endpoints: endpoints
             .into_iter()
@@ -202,21 +207,6 @@ fn convert_limits(raw: raw::Limits, p: &mut Problems) -> Limits {
             p,
         ),
     }
-}
-
-fn convert_auth(raw: raw::Auth, p: &mut Problems) -> ClientKeys {
-    let mut keys = Vec::new();
-    for (i, h) in raw.client_key_sha256.iter().enumerate() {
-        let mut digest = [0u8; 32];
-        match hex::decode_to_slice(h.trim(), &mut digest) {
-            Ok(()) => keys.push(digest),
-            Err(_) => p.push(
-                format!("auth.client_key_sha256[{i}]"),
-                "expected 64 hex characters (the SHA-256 of a key, not the key)",
-            ),
-        }
-    }
-    ClientKeys(keys)
 }
 
 fn convert_geo(raw: raw::Geo, p: &mut Problems) -> GeoConfig {

@@ -1,6 +1,7 @@
 //! Gateway configuration: the TOML file parsed into typed values, with every problem reported by key path.
 
 mod convert;
+mod policy;
 mod raw;
 mod typed;
 
@@ -17,13 +18,14 @@ pub struct Sections {
     pub problems: Vec<Problem>,
 }
 
+pub use policy::AdminConfig;
 pub use typed::{
-    ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
-    RetryConfig, Timeouts, TlsFiles, base_url,
+    Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec, RetryConfig,
+    Timeouts, TlsFiles, base_url,
 };
 
 /// One thing wrong with a config file, located by its key path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// e.g. `endpoints[2].url`; empty for the file as a whole.
     pub path: String,

@@ -18,6 +18,8 @@ pub const SECTIONS: &[&str] = &[
     "routing",
     "endpoints",
     "fallbacks",
+    "keys",
+    "admin",
 ];
 
 #[derive(Debug, Default, Deserialize)]

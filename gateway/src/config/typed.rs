@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use leasegate_fleet::{Credential, Endpoint, Engine, Kind, Region, State};
 use url::Url;
 
-use crate::{health::HealthConfig, route::RoutingWeights};
+use super::AdminConfig;
+use crate::{health::HealthConfig, policy::KeySet, route::RoutingWeights};
 
 /// The whole gateway configuration, ready to use.
 #[derive(Clone, Debug)]
@@ -14,7 +15,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
     pub limits: Limits,
-    pub client_keys: ClientKeys,
+    /// Client keys with their limits; empty means no key is required.
+    pub keys: KeySet,
+    pub admin: AdminConfig,
     /// Client-facing name to the model name of the pool that serves it.
     pub aliases: BTreeMap<String, String>,
     pub endpoints: Vec<EndpointSpec>,
@@ -132,10 +135,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// SHA-256 digests of the accepted client keys; empty means no key required.
-#[derive(Clone, Debug, Default)]
-pub struct ClientKeys(pub Vec<[u8; 32]>);
 
 /// Where an endpoint runs. Coordinates come from config or, for a known
 /// region code, from the region catalogue; an endpoint with neither gets no

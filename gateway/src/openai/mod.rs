@@ -21,6 +21,11 @@ struct RawPeek<'a> {
     stream_options: Option<RawStreamOptions>,
     #[serde(borrow, default)]
     user: Option<Cow<'a, str>>,
+    /// Any JSON value: a malformed one is the upstream's to refuse, not the peek's.
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +41,8 @@ pub struct Peek {
     pub stream: bool,
     pub include_usage: bool,
     pub user: Option<String>,
+    /// `max_tokens` or `max_completion_tokens`, for the token-limit estimate.
+    pub max_tokens: Option<u64>,
 }
 
 /// Reads `model`, `stream`, `stream_options.include_usage` and `user`.
@@ -54,6 +61,10 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         user: raw.user.map(Cow::into_owned),
+        max_tokens: raw
+            .max_completion_tokens
+            .or(raw.max_tokens)
+            .and_then(|v| v.as_u64()),
     })
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method};
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
-use crate::metrics;
+use crate::{metrics, policy::stage::PolicyCtx};
 
 /// Everything known about one request, logged once as its access line.
 ///
@@ -22,6 +22,8 @@ pub struct RequestCtx {
     pub endpoint: Option<String>,
     pub attempts: u32,
     pub ttfb: Option<Duration>,
+    /// The client key's admission, settled when the response ends.
+    pub policy: PolicyCtx,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -43,6 +45,7 @@ impl RequestCtx {
             endpoint: None,
             attempts: 0,
             ttfb: None,
+            policy: PolicyCtx::default(),
             _permit: permit,
         }
     }
@@ -65,6 +68,7 @@ impl RequestCtx {
             model,
             stream = self.stream,
             endpoint,
+            key = self.policy.key.as_deref().unwrap_or("-"),
             status,
             attempts = self.attempts,
             ttfb_ms = self.ttfb.map(|d| d.as_millis() as u64),

@@ -1,22 +1,18 @@
 //! Starting and stopping a gateway: binds the listeners and wires fleet, health, routing and upstreams.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use leasegate_fleet::Snapshot;
-use tokio::{
-    sync::{Semaphore, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ListenerOptions, bind, serve, stack::Shared, tls};
+use super::{ListenerOptions, bind, serve, tls};
 use crate::{
     admin,
-    config::Config,
+    config::{Config, ConfigError, Problem},
     fleet::FleetView,
-    geo::{GeoDb, GeoOptions},
     health, metrics,
-    route::ScoreSelector,
-    upstream::{self, Upstream},
+    reload::{self, ConfigSource, Live},
+    upstream,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +25,48 @@ pub enum StartError {
     Client(#[from] rustls::Error),
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
+    #[error("config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<Problem>),
+}
+
+/// Where a live reload reads the config from: `file` is watched, `load` parses it.
+#[derive(Clone)]
+pub struct ReloadSource {
+    pub file: PathBuf,
+    pub load: ConfigSource,
+}
+
+impl std::fmt::Debug for ReloadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadSource")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadSource {
+    /// Reloads from `file` itself.
+    pub fn file(file: PathBuf) -> Self {
+        let path = file.clone();
+        Self {
+            file,
+            load: Arc::new(move || {
+                // A file caught mid-write by a watch may be empty, and an
+                // empty file is a valid config of all defaults: never reload to it.
+                let blank = std::fs::read_to_string(&path).is_ok_and(|t| t.trim().is_empty());
+                if blank {
+                    return Err(ConfigError {
+                        file: path.display().to_string(),
+                        problems: vec![Problem {
+                            path: String::new(),
+                            reason: "the file is empty; keeping the running config".into(),
+                        }],
+                    });
+                }
+                Config::load(&path)
+            }),
+        }
+    }
 }
 
 /// The gateway entry point.
@@ -41,6 +79,8 @@ pub struct Gateway;
 pub struct Extras {
     pub demand: Option<Arc<crate::demand::DemandMeter>>,
     pub admin: Option<Arc<dyn admin::AdminRoutes>>,
+    /// Where live reloads read the config from; `None`: no reloads.
+    pub reload: Option<ReloadSource>,
 }
 
 impl std::fmt::Debug for Extras {
@@ -48,6 +88,7 @@ impl std::fmt::Debug for Extras {
         f.debug_struct("Extras")
             .field("demand", &self.demand.is_some())
             .field("admin", &self.admin.is_some())
+            .field("reload", &self.reload)
             .finish()
     }
 }
@@ -58,6 +99,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: FleetView,
+    /// The running config generation; reload through it.
+    pub live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -81,7 +124,6 @@ impl Gateway {
         extras: Extras,
     ) -> Result<Running, StartError> {
         let prometheus = metrics::install();
-        let config = Arc::new(config);
         let tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
         let api = bind(config.listen.api).await?;
         let admin_listener = bind(config.listen.admin).await?;
@@ -90,25 +132,8 @@ impl Gateway {
 
         warn_missing_keys(&config);
         let fleet = FleetView::new(config.health.clone());
-        let merge = spawn_merge(Arc::clone(&config), fleet.clone(), fleet_rx);
         let prober = health::spawn_prober(fleet.clone(), health::probe_client(&config.health)?);
         let client = upstream::build_client(config.timeouts.connect)?;
-        let geo = if config.geo.mmdb.is_empty() {
-            None
-        } else {
-            Some(GeoDb::open(&config.geo.mmdb, GeoOptions::default())?)
-        };
-        let shared = Arc::new(Shared {
-            config: Arc::clone(&config),
-            fleet: fleet.clone(),
-            selector: Arc::new(ScoreSelector::new(config.routing.clone())),
-            upstream: Upstream::new(&config, client),
-            limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
-            geo,
-            demand: extras.demand,
-        });
-
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let api_opts = ListenerOptions {
             header_read_timeout: config.timeouts.header_read,
             drain: config.timeouts.drain,
@@ -118,10 +143,24 @@ impl Gateway {
             tls: None,
             ..api_opts.clone()
         };
+        let tls_on = api_opts.tls.is_some();
+        // Generation 1: the same preparation (GeoIP files, admin token, limiter
+        // table) a reload does, so a bad start fails like a bad reload would.
+        let (file, load) = extras.reload.map(|s| (s.file, s.load)).unzip();
+        let live = Live::start(config, fleet.clone(), client, load, file, extras.demand)
+            .map_err(StartError::Config)?;
+        let mut background = vec![live.follow(fleet_rx), prober];
+        if live.file().is_some() {
+            background.extend(reload::spawn_watchers(&live));
+        }
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Each request takes the generation current when it arrives and keeps it.
+        let api_live = Arc::clone(&live);
         let api_task = serve(api, api_opts, shutdown_rx.clone(), move |req, peer| {
-            super::stack::handle(Arc::clone(&shared), req, peer)
+            super::stack::handle(api_live.current(), req, peer)
         });
-        let admin_fleet = fleet.clone();
+        let admin_live = Arc::clone(&live);
         let admin_extra = extras.admin;
         let admin_task = serve(
             admin_listener,
@@ -130,20 +169,21 @@ impl Gateway {
             move |req, _peer| {
                 admin::handle(
                     prometheus.clone(),
-                    admin_fleet.clone(),
+                    Arc::clone(&admin_live),
                     admin_extra.clone(),
                     req,
                 )
             },
         );
-        tracing::info!(%api_addr, %admin_addr, tls = config.listen.tls.is_some(), "gateway started");
+        tracing::info!(%api_addr, %admin_addr, tls = tls_on, "gateway started");
         Ok(Running {
             api_addr,
             admin_addr,
             fleet,
+            live,
             shutdown,
             listeners: vec![api_task, admin_task],
-            background: vec![merge, prober],
+            background,
         })
     }
 }
@@ -166,23 +206,6 @@ impl Running {
         tracing::info!("shutdown signal received; draining");
         self.shutdown().await;
     }
-}
-
-/// Publishes every snapshot from `rx` with the config's own endpoints added.
-fn spawn_merge(
-    config: Arc<Config>,
-    fleet: FleetView,
-    mut rx: watch::Receiver<Arc<Snapshot>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let snapshot = Arc::clone(&rx.borrow_and_update());
-            fleet.publish(Arc::new(with_config_endpoints(&snapshot, &config)));
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-    })
 }
 
 /// The controller's fleet plus static endpoints and fallbacks from config,

@@ -19,11 +19,13 @@ use crate::{
     fleet::FleetView,
     geo::{self, GeoDb},
     openai,
+    policy::{AdminToken, Policy, answer, stage, usage::Price},
     route::{RouteRequest, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
 };
 
-/// What every request handler shares: built once at start, read-only after.
+/// What every request handler shares: one config generation, read-only; a
+/// reload builds the next one (see `crate::reload`) and requests keep theirs.
 #[derive(Debug)]
 pub struct Shared {
     pub config: Arc<Config>,
@@ -35,6 +37,10 @@ pub struct Shared {
     pub geo: Option<GeoDb>,
     /// Demand counts for the controller, when one listens.
     pub demand: Option<Arc<crate::demand::DemandMeter>>,
+    /// Client keys and their limiter state (carried across reloads).
+    pub policy: Policy,
+    pub admin_token: Option<AdminToken>,
+    pub generation: u64,
 }
 
 /// The API paths that proxy to an upstream.
@@ -69,18 +75,29 @@ pub async fn handle(
             ctx.finish(resp.status().as_u16(), "local");
             with_request_id(resp, &request_id)
         }
-        // 11. Relay the answer unbuffered; the access line is written when it ends.
+        // 12. Relay the answer unbuffered; the access line is written, and the
+        //     key's tokens and spend settled, when it ends.
         Ok(Reply::Proxied { forwarded, stream }) => {
             let status = forwarded.response.status().as_u16();
+            let served = forwarded.response.status().is_success();
             let started = ctx.started;
-            let on_end: upstream::OnEnd = Box::new(move |end| ctx.finish(status, end.as_str()));
+            let rates = ctx.policy.rates();
+            let tap = ctx.policy.tap_slot();
+            let on_end: upstream::OnEnd = Box::new(move |end| {
+                ctx.policy.settle(served, ctx.started.elapsed());
+                ctx.finish(status, end.as_str());
+            });
             let timeouts = shared.upstream.timeouts();
-            upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end)
+            let resp =
+                upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end);
+            with_rates(resp.map(|b| tap.wrap(b)), &rates)
         }
         Err(err) => {
+            let rates = ctx.policy.rates();
+            ctx.policy.settle(false, ctx.started.elapsed());
             let resp = err.into_response();
             ctx.finish(resp.status().as_u16(), "error");
-            with_request_id(resp, &request_id)
+            with_rates(with_request_id(resp, &request_id), &rates)
         }
     }
 }
@@ -111,14 +128,14 @@ async fn dispatch(
         "/v1/models" => {
             only(&req, Method::GET)?;
             // 4. Authentication (every /v1 path).
-            auth::check(&shared.config.client_keys, req.headers())?;
-            return Ok(Reply::Local(models(shared)));
+            let key = auth::identify(&shared.policy, req.headers())?;
+            return Ok(Reply::Local(models(shared, key)));
         }
         p if PROXIED.contains(&p) => only(&req, Method::POST)?,
         other => return Err(ApiError::NotFound(other.to_owned())),
     }
-    // 4. Authentication.
-    auth::check(&shared.config.client_keys, req.headers())?;
+    // 4. Authentication: which key, and so which policy.
+    let key = auth::identify(&shared.policy, req.headers())?;
     let (parts, incoming) = req.into_parts();
     // 5. Body: read once, under the limit; a client trickling it would hold
     //    a concurrency slot, so reading is bounded by the total timeout too.
@@ -143,24 +160,43 @@ async fn dispatch(
     if !state.serves(pool_model) {
         return Err(ApiError::UnknownModel(peek.model));
     }
-    // 8. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
+    // 8. Policy: the key's models, then its limits (counted before any endpoint is chosen).
+    //    An embedding generates no tokens beyond its input.
+    let completion = if parts.uri.path() == "/v1/embeddings" {
+        Some(0)
+    } else {
+        peek.max_tokens
+    };
+    stage::admit(
+        &shared.policy,
+        key,
+        &peek.model,
+        body.len(),
+        completion,
+        &mut ctx.policy,
+    )?;
+    // 9. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
     let geo = &shared.config.geo;
     let located = geo::locate(
         shared.geo.as_ref(),
         peer,
         &parts.headers,
         &geo.trusted_proxies,
-        geo.allow_region_header,
+        // The global switch, and the key's own permission when a key is used.
+        geo.allow_region_header && key.is_none_or(|k| k.allow_region_header),
     );
-    // 9. Selection: the order in which endpoints are tried, fallbacks last.
+    // 10. Selection: the order in which endpoints are tried, fallbacks last,
+    //    within the key's residency pin (fallbacks too).
+    let candidates = state.candidates(pool_model);
+    let pin = stage::pin(key, &candidates);
     let route = RouteRequest {
         model: pool_model,
         client_location: located.location.map(|l| (l.lat, l.lon)),
         affinity_key: peek.user.as_deref(),
-        allowed_regions: None,
+        allowed_regions: pin.regions(),
     };
-    let order = shared.selector.order(&route, &state.candidates(pool_model));
-    // 10. Forward with failover, before any byte reaches the client.
+    let order = pin.apply(&peek.model, shared.selector.order(&route, &candidates))?;
+    // 11. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -189,7 +225,9 @@ async fn dispatch(
             .is_some_and(|e| e.spec.kind == leasegate_fleet::Kind::Fallback);
         meter.record(pool_model, route.client_location, overflow);
     }
-    let forwarded = forwarded?;
+    let forwarded = forwarded.map_err(|e| pin.on_failure(&peek.model, e))?;
+    ctx.policy
+        .served_by(Price::of(forwarded.guard.endpoint(), &shared.config));
     ctx.ttfb = Some(forwarded.ttfb);
     if let Some(endpoint) = &ctx.endpoint {
         crate::metrics::record_ttft(&peek.model, endpoint, forwarded.ttfb);
@@ -246,8 +284,9 @@ pub fn ready(fleet: &FleetView) -> Response<Body> {
     }
 }
 
-/// The ready fleet's models plus the aliases that resolve to one of them.
-fn models(shared: &Shared) -> Response<Body> {
+/// The ready fleet's models plus the aliases that resolve to one of them,
+/// limited to what the caller's key may use.
+fn models(shared: &Shared, key: Option<&crate::policy::ClientKey>) -> Response<Body> {
     let state = shared.fleet.current();
     let mut names = state.models();
     for f in &shared.config.fallbacks {
@@ -261,6 +300,7 @@ fn models(shared: &Shared) -> Response<Body> {
             .filter(|(_, target)| state.serves(target))
             .map(|(alias, _)| alias.clone()),
     );
+    names.retain(|m| key.is_none_or(|k| k.allows_model(m)));
     names.sort();
     names.dedup();
     let mut resp = Response::new(body::full(openai::models_list(&names)));
@@ -268,6 +308,12 @@ fn models(shared: &Shared) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// OpenAI's `x-ratelimit-*` headers, on every answer to a key with limits.
+fn with_rates(mut resp: Response<Body>, rates: &crate::policy::Rates) -> Response<Body> {
+    answer::insert_rate_headers(resp.headers_mut(), rates);
     resp
 }
 
