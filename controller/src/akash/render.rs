@@ -151,6 +151,20 @@ mod tests {
     }
 
     #[test]
+    fn only_the_akash_market_gets_the_tagged_templates_by_default() {
+        let key = Secret::new("sk-lg-0123456789abcdef");
+        let input = RenderInput {
+            replica_key: &key,
+            region: None,
+        };
+        let placeholder = super::super::tag::PLACEHOLDER;
+        let sim = crate::sdl::for_market("sim")(&pool(), &input).unwrap();
+        assert!(!sim.contains(placeholder), "{sim}");
+        let akash = crate::sdl::for_market("akash")(&pool(), &input).unwrap();
+        assert!(akash.contains(placeholder), "{akash}");
+    }
+
+    #[test]
     fn configured_caps_lower_but_never_raise_the_pool_cap() {
         let mut opts = RenderOptions::default();
         opts.price_caps.insert("h100".into(), 3.0);
