@@ -14,6 +14,18 @@ fn repo_config_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
 }
 
+/// `config/akash.toml` is the `[market.akash]` table on its own (its
+/// header says so): checked as that table of a whole file.
+fn as_market_akash(text: &str) -> String {
+    let akash: toml::Table = text.parse().unwrap();
+    let mut market = toml::Table::new();
+    market.insert("kind".into(), "akash".into());
+    market.insert("akash".into(), akash.into());
+    let mut file = toml::Table::new();
+    file.insert("market".into(), market.into());
+    toml::to_string(&file).unwrap()
+}
+
 #[test]
 fn every_example_config_parses() {
     let mut seen = 0;
@@ -21,8 +33,14 @@ fn every_example_config_parses() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             // The binary's loader: gateway and controller sections alike.
-            if let Err(e) = unified::load(Some(&path), Defaults::None) {
-                panic!("{e}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = if path.ends_with("akash.toml") {
+                as_market_akash(&text)
+            } else {
+                text
+            };
+            if let Err(e) = unified::parse(&text, Defaults::None) {
+                panic!("{}: {e:?}", path.display());
             }
             seen += 1;
         }
@@ -143,6 +161,33 @@ fn check_config_exits_non_zero_and_prints_every_problem() {
         good.status.success(),
         "{}",
         String::from_utf8_lossy(&good.stdout)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_akash_market_is_built_from_its_section_and_wants_its_key() {
+    let dir = std::env::temp_dir().join(format!("leasegate-akash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let akash = std::fs::read_to_string(repo_config_dir().join("akash.toml")).unwrap();
+    let mut text = as_market_akash(&akash);
+    text.push_str(&format!(
+        "\n[controller]\nstate_file = {:?}\nadmin = \"127.0.0.1:0\"\n",
+        dir.join("state.sqlite").display().to_string()
+    ));
+    let cfg = dir.join("akash.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(["controller", "--config"])
+        .arg(&cfg)
+        .env_remove("AKASH_CONSOLE_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("akash market") && stderr.contains("AKASH_CONSOLE_API_KEY"),
+        "{stderr}"
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -33,7 +33,7 @@ use crate::{
 pub enum ControlError {
     #[error("state file {path}: {reason}")]
     State { path: String, reason: String },
-    #[error("{0}")]
+    #[error("akash market: {0}")]
     Akash(String),
 }
 
@@ -56,10 +56,14 @@ impl ControlPlane {
         let mut render = None;
         let (market, sim): (Arc<dyn Market>, Option<Arc<SimMarket>>) = match settings.market.kind {
             MarketKind::Akash => {
-                let (market, r) =
-                    super::akash::market(&settings.market).map_err(ControlError::Akash)?;
-                render = Some(r);
-                (market, None)
+                let cfg = settings
+                    .market
+                    .akash
+                    .as_ref()
+                    .ok_or_else(|| ControlError::Akash("[market.akash] is missing".into()))?;
+                render = Some(super::akash::render(cfg));
+                let market = super::akash::market(cfg).map_err(ControlError::Akash)?;
+                (Arc::new(market), None)
             }
             MarketKind::Sim => {
                 let s = &settings.market.sim;
@@ -79,7 +83,6 @@ impl ControlPlane {
         };
         let prober = Arc::new(HttpProber::new(settings.controller.probe_timeout));
         let mut deps = Deps::new(market, store, prober);
-        // The akash templates with the operator's expose/auditor/price settings.
         if let Some(r) = render {
             deps.render = r;
         }
@@ -106,6 +109,7 @@ impl ControlPlane {
         let token = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
         Arc::new(ControllerRoutes {
             handle: self.handle.clone(),
+            signals: self.signals.clone(),
             fleet: self.fleet.clone(),
             token,
             wait: LONG_POLL,
@@ -179,9 +183,11 @@ fn highest_dseq(store: &dyn Store) -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /status` (no secrets) and `GET /fleet?after=` (replica keys: token).
+/// `GET /status` (no secrets), `GET /fleet?after=` (replica keys: token)
+/// and `POST /demand` (a gateway's reports: token).
 struct ControllerRoutes {
     handle: Arc<ControllerHandle>,
+    signals: Signals,
     fleet: watch::Receiver<Arc<Snapshot>>,
     /// SHA-256 of the admin token; `None`: `/fleet` is closed.
     token: Option<[u8; 32]>,
@@ -190,40 +196,40 @@ struct ControllerRoutes {
 
 impl AdminRoutes for ControllerRoutes {
     fn serves(&self, path: &str) -> bool {
-        matches!(path, "/status" | "/fleet")
+        matches!(path, "/status" | "/fleet" | "/demand")
     }
 
     fn handle(
         &self,
         req: Request<Incoming>,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
-        if req.method() != http::Method::GET {
-            return Box::pin(std::future::ready(error(
+        let path = req.uri().path();
+        let want = if path == "/demand" {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        if req.method() != want {
+            let msg = format!("use {want}");
+            return ready(error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "use GET",
+                &msg,
                 "method_not_allowed",
-            )));
+            ));
         }
-        if req.uri().path() == "/status" {
-            let resp = match self.handle.status() {
-                Ok(st) => json(StatusCode::OK, serde_json::to_vec(&st).unwrap_or_default()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "status not built");
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the state store cannot be read",
-                        "store_unavailable",
-                    )
-                }
-            };
-            return Box::pin(std::future::ready(resp));
+        if path == "/status" {
+            return ready(self.status());
         }
         if !self.authorized(req.headers()) {
-            return Box::pin(std::future::ready(error(
+            return ready(error(
                 StatusCode::UNAUTHORIZED,
                 "a valid admin bearer token is required",
                 "invalid_admin_token",
-            )));
+            ));
+        }
+        if path == "/demand" {
+            let signals = self.signals.clone();
+            return Box::pin(async move { demand(signals, req).await });
         }
         let rx = self.fleet.clone();
         let wait = self.wait;
@@ -240,7 +246,57 @@ impl AdminRoutes for ControllerRoutes {
     }
 }
 
+fn ready(resp: Response<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+    Box::pin(std::future::ready(resp))
+}
+
+/// Reports are small; anything bigger is not a gateway's.
+const MAX_REPORT: usize = 1 << 20;
+
+async fn demand(signals: Signals, req: Request<Incoming>) -> Response<Body> {
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_REPORT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the report could not be read (over 1 MiB?)",
+                "invalid_report",
+            );
+        }
+    };
+    match serde_json::from_slice::<super::feed::Report>(&body) {
+        Ok(report) => {
+            report.apply(&signals);
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("not a demand report: {e}"),
+            "invalid_report",
+        ),
+    }
+}
+
 impl ControllerRoutes {
+    fn status(&self) -> Response<Body> {
+        match self.handle.status() {
+            Ok(st) => json(StatusCode::OK, serde_json::to_vec(&st).unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "status not built");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the state store cannot be read",
+                    "store_unavailable",
+                )
+            }
+        }
+    }
+
     fn authorized(&self, headers: &http::HeaderMap) -> bool {
         let Some(want) = &self.token else {
             return false;

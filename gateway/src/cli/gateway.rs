@@ -10,14 +10,19 @@ use leasegate_controller::fleet_follow::{self, FollowConfig};
 use leasegate_fleet::{Secret, Snapshot};
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{CliResult, GatewayArgs, unified::Unified};
-use crate::{Gateway, Running, config::Config, upstream};
+use super::{
+    CliResult, GatewayArgs,
+    feed::{Remote, Sink},
+    unified::Unified,
+};
+use crate::{Extras, Gateway, Running, config::Config, demand::DemandMeter, upstream};
 
 /// A running `gateway`, with the follower of its controller if any.
 #[derive(Debug)]
 pub struct GatewayOnly {
     pub gateway: Running,
     follower: Option<JoinHandle<()>>,
+    feed: Option<JoinHandle<()>>,
     _fleet_tx: Option<watch::Sender<Arc<Snapshot>>>,
 }
 
@@ -43,10 +48,23 @@ impl GatewayOnly {
             );
         }
         add_cli_endpoints(&mut config, &args).await?;
+        let mut extras = Extras::default();
+        let mut feed = None;
         let (rx, follower, tx) = match &args.fleet_from {
             Some(url) => {
                 let mut follow = FollowConfig::new(url.clone());
-                follow.token = fleet_token;
+                follow.token = fleet_token.clone();
+                // Demand goes back the same way the fleet comes.
+                let meter = Arc::new(DemandMeter::new(&unified.control.region_codes()));
+                extras.demand = Some(meter.clone());
+                feed = Some((
+                    meter,
+                    Sink::Remote(Box::new(Remote {
+                        client: upstream::build_client(config.timeouts.connect)?,
+                        base_url: url.clone(),
+                        token: fleet_token,
+                    })),
+                ));
                 let cache = args.fleet_cache.clone().unwrap_or_else(|| {
                     let state = unified.control.controller.state_path();
                     state.with_file_name("fleet-cache.json")
@@ -68,18 +86,23 @@ impl GatewayOnly {
                 (rx, None, Some(tx))
             }
         };
-        let gateway = Gateway::start(config, rx).await?;
+        let gateway = Gateway::start_with(config, rx, extras).await?;
+        let feed = feed.map(|(meter, sink)| {
+            let every = unified.control.controller.demand_interval;
+            super::feed::spawn(meter, gateway.fleet.clone(), sink, every)
+        });
         Ok(Self {
             gateway,
             follower,
+            feed,
             _fleet_tx: tx,
         })
     }
 
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
-        if let Some(f) = self.follower {
-            f.abort();
+        for task in [self.follower, self.feed].into_iter().flatten() {
+            task.abort();
         }
     }
 }

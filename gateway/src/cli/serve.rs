@@ -36,6 +36,8 @@ impl Served {
         seed: Option<u64>,
         admin_token: Option<Secret>,
     ) -> CliResult<Self> {
+        // The controller's gauges need the recorder before its first run.
+        metrics::install();
         let control = ControlPlane::start(&unified.control, seed)?;
         let meter = Arc::new(DemandMeter::new(&unified.control.region_codes()));
         let extras = Extras {
@@ -46,7 +48,7 @@ impl Served {
         let feed = feed::spawn(
             meter,
             gateway.fleet.clone(),
-            control.signals.clone(),
+            feed::Sink::Local(control.signals.clone()),
             unified.control.controller.demand_interval,
         );
         Ok(Self {

@@ -11,8 +11,10 @@ use std::{
     time::Duration,
 };
 
-use leasegate_controller::{ControllerConfig, Pool, pool::Backoff};
+use leasegate_controller::{ControllerConfig, Pool, akash::AkashConfig, pool::Backoff};
 use serde::Deserialize;
+
+use leasegate_controller::akash::config::ConfigError as AkashConfigError;
 
 use crate::config::{Config, ConfigError, Problem};
 
@@ -134,8 +136,8 @@ pub struct MarketSection {
     pub kind: MarketKind,
     #[serde(default)]
     pub sim: SimSection,
-    /// The Akash market's own table, read by that market when it is built in.
-    pub akash: Option<toml::Table>,
+    /// `[market.akash]`: the Console API, required with `kind = "akash"`.
+    pub akash: Option<AkashConfig>,
 }
 
 /// `[market.sim]`.
@@ -223,10 +225,23 @@ pub fn parse(text: &str, defaults: Defaults) -> Result<Unified, Vec<Problem>> {
     let mut extra = sections.extra;
     let controller = take(&mut extra, "controller", &mut problems).unwrap_or_default();
     let market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
-    if market.kind == MarketKind::Akash
-        && let Err(e) = super::akash::config(&market)
-    {
-        problems.push(problem("market.akash", e));
+    match &market.akash {
+        None if market.kind == MarketKind::Akash => problems.push(problem(
+            "market.akash",
+            "required with kind = \"akash\" (see config/akash.toml)",
+        )),
+        Some(a) => {
+            if let Err(e) = a.validate() {
+                let (path, reason) = match e {
+                    AkashConfigError::Invalid { key, reason } => {
+                        (format!("market.akash.{key}"), reason)
+                    }
+                    other => ("market.akash".to_owned(), other.to_string()),
+                };
+                problems.push(problem(path, reason));
+            }
+        }
+        None => {}
     }
     if !(market.sim.speedup.is_finite() && market.sim.speedup >= 1.0) {
         problems.push(problem("market.sim.speedup", "must be a number >= 1"));
@@ -345,6 +360,13 @@ mod tests {
     }
 
     #[test]
+    fn the_akash_market_needs_its_table() {
+        let shown = parse("[market]\nkind = \"akash\"\n", Defaults::Serve).unwrap_err();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert!(shown[0].to_string().starts_with("market.akash: required"));
+    }
+
+    #[test]
     fn problems_of_every_section_are_reported_with_key_paths() {
         let bad = r#"
             [listen]
@@ -353,6 +375,11 @@ mod tests {
             idd = "x"
             [market]
             kind = "akash"
+            [market.akash]
+            base_url = "ftp://console"
+            api_key_env = "K"
+            [market.akash.price_caps_usd_per_hour]
+            h100 = 3.0
             [[pools]]
             name = "a"
             model = "m"
@@ -374,7 +401,7 @@ mod tests {
         for want in [
             "listen.api: `nowhere` is not an IP:port",
             "controller: unknown field `idd`",
-            "market.akash: [market.akash] is required with kind = \"akash\"",
+            "market.akash.base_url: must start with https://",
             "pools[0]: pool \"a\": min_replicas (3) exceeds max_replicas (1)",
             "pools[0].regions[0].code: unknown region `atlantis`",
             "pools[1]: missing field",
