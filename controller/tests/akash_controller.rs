@@ -173,6 +173,44 @@ async fn fake_a_lease_closed_unstable_is_replaced_and_its_deployment_closed() {
     remove_store(&path);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_a_short_status_null_episode_is_ridden_out_and_a_long_one_replaces() {
+    let (fake, path, h, rx) = start("akash-null", 1, 1).await;
+    assert!(wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
+    let first = fake.ledger().active_leases()[0].dseq.clone();
+    let null = |on: bool| {
+        fake.control(Control::Unreachable {
+            dseq: first.clone(),
+            on,
+        })
+        .unwrap()
+    };
+    // Fewer than `unreachable_checks` (3 at 300 ms) null answers: nothing happens.
+    null(true);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    null(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.ledger().deployments.len(), 1, "{:#?}", fake.ledger());
+    // `status: null` for good: replaced even though the replica still serves.
+    null(true);
+    let ok = wait_real(Duration::from_secs(30), || {
+        let l = fake.ledger();
+        l.by_dseq(&first).unwrap().closed_ms.is_some()
+            && l.active_leases().len() == 1
+            && rx.borrow().ready().count() == 1
+    })
+    .await;
+    assert!(
+        ok,
+        "status: {:?}\n{:#?}",
+        h.status().unwrap(),
+        fake.ledger()
+    );
+    assert_books(&fake.ledger(), &rx.borrow(), 1, "after status null");
+    h.shutdown().await;
+    remove_store(&path);
+}
+
 /// `support::scenario::crash_at` (shared with the sim's `crash.rs`) on
 /// the akash market against the fake Console.
 async fn crash_at(point: Failpoint) {
