@@ -1,7 +1,7 @@
-//! `--market akash`: the Akash market from `[market.akash]`, the SDL each
-//! pool's replicas are deployed with (the controller's adapter over the
-//! templates in `deploy/akash/`), and `leasegate controller close-all`,
-//! which stops everything this controller owns.
+//! The `akash` market in the binary: built from `[market.akash]`
+//! (`leasegate_controller::akash::AkashConfig`, see `config/akash.toml`),
+//! and `leasegate controller close-all`, which stops everything this
+//! controller owns.
 
 use std::sync::Arc;
 
@@ -13,36 +13,38 @@ use leasegate_controller::{
 
 use super::{
     CliResult,
-    unified::{ControlSettings, MarketKind},
+    unified::{ControlSettings, MarketKind, MarketSection},
 };
 
-/// The market, with the API key read from the configured variable (the
-/// message names the variable, never a value).
-pub fn market(cfg: &AkashConfig) -> Result<AkashMarket, String> {
-    cfg.api_key_from_env().map_err(|e| e.to_string())?;
-    AkashMarket::from_config(cfg).map_err(|e| e.to_string())
+/// `[market.akash]` parsed and checked; the key path is in the message.
+pub fn config(section: &MarketSection) -> Result<AkashConfig, String> {
+    let cfg = section
+        .akash
+        .clone()
+        .ok_or("[market.akash] is required with kind = \"akash\"")?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
-/// Renders a pool's replica with the Akash templates: the pool's GPU models,
-/// its region, the auditors, and a price cap that is the lower of the pool's
-/// `max_price_per_hour` and the highest `[market.akash]` cap of its GPUs.
-pub fn render(cfg: &AkashConfig) -> RenderSdl {
-    akash::renderer(cfg.into())
+/// The market and the SDL renderer that fits it; the Console API key is
+/// read from the variable `api_key_env` names (never from the file).
+pub fn market(section: &MarketSection) -> Result<(Arc<AkashMarket>, RenderSdl), String> {
+    let cfg = config(section)?;
+    // Said plainly up front; the message names the variable, not its value.
+    cfg.api_key_from_env().map_err(|e| e.to_string())?;
+    akash::build(&cfg).map_err(|e| format!("akash market: {e}"))
 }
 
 /// Closes every open deployment tagged with this controller's id, and
 /// nothing else; prints each dseq. Safe to repeat.
 pub async fn close_all(settings: &ControlSettings) -> CliResult {
-    let cfg = match (&settings.market.kind, &settings.market.akash) {
-        (MarketKind::Akash, Some(cfg)) => cfg,
-        _ => {
-            return Err(
-                "close-all needs the akash market: [market] kind = \"akash\" (or --market akash) and [market.akash]"
-                    .into(),
-            );
-        }
-    };
-    let market: Arc<dyn Market> = Arc::new(market(cfg)?);
+    if settings.market.kind != MarketKind::Akash {
+        return Err(
+            "close-all needs the akash market ([market] kind = \"akash\" or --market akash)".into(),
+        );
+    }
+    let (market, _) = market(&settings.market)?;
+    let market: Arc<dyn Market> = market;
     let id = &settings.controller.id;
     let closed = akash::close_all_owned(&*market, id).await?;
     for dseq in &closed {
@@ -57,34 +59,36 @@ pub async fn close_all(settings: &ControlSettings) -> CliResult {
 
 #[cfg(test)]
 mod tests {
-    use leasegate_controller::akash::render::params;
-    use leasegate_controller::akash::sdl;
-    use leasegate_controller::sdl::RenderInput;
-    use leasegate_fleet::Secret;
-
+    use super::super::unified::{Defaults, parse};
     use super::*;
 
+    fn with_market_akash(akash: toml::Table) -> String {
+        let mut market = toml::Table::new();
+        market.insert("kind".into(), "akash".into());
+        market.insert("akash".into(), toml::Value::Table(akash));
+        let mut doc = toml::Table::new();
+        doc.insert("market".into(), toml::Value::Table(market));
+        toml::to_string(&doc).unwrap()
+    }
+
     #[test]
-    fn a_pool_renders_with_its_gpus_region_key_and_the_lower_price_cap() {
-        let cfg: AkashConfig = toml::from_str(include_str!("../../../config/akash.toml")).unwrap();
-        let pool = crate::cli::unified::parse("", crate::cli::unified::Defaults::Serve)
-            .unwrap()
-            .control
-            .pools
-            .remove(0);
-        let key = Secret::new("replica-key-0123456789abcdef");
-        let input = RenderInput {
-            replica_key: &key,
-            region: Some("eu-central"),
-        };
-        let p = params(&pool, &input, &(&cfg).into());
-        assert_eq!(p.gpus.len(), 2);
-        // h100 caps at $3.00/h in akash.toml, the pool at $3.00/h too.
-        assert_eq!(p.price_cap_uact, sdl::uact_per_block(3.0));
-        assert_eq!(p.region.as_deref(), Some("eu-central"));
-        assert_eq!(p.signed_by, cfg.auditors);
-        let text = render(&cfg)(&pool, &input).unwrap();
-        assert!(text.contains("eu-central"));
-        assert!(text.contains(&pool.model));
+    fn config_akash_toml_is_the_market_akash_table_and_typos_name_their_key() {
+        let example: toml::Table = include_str!("../../../config/akash.toml").parse().unwrap();
+        let u = parse(&with_market_akash(example.clone()), Defaults::Serve).unwrap();
+        let cfg = config(&u.control.market).unwrap();
+        assert_eq!(cfg.api_key_env, "AKASH_CONSOLE_API_KEY");
+        let mut typo = example;
+        typo.insert("bid_windw".into(), "30s".into());
+        let problems: Vec<String> = parse(&with_market_akash(typo), Defaults::Serve)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("market.akash:") && p.contains("bid_windw")),
+            "{problems:?}"
+        );
     }
 }

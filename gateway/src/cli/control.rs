@@ -56,14 +56,10 @@ impl ControlPlane {
         let mut render = None;
         let (market, sim): (Arc<dyn Market>, Option<Arc<SimMarket>>) = match settings.market.kind {
             MarketKind::Akash => {
-                let cfg = settings
-                    .market
-                    .akash
-                    .as_ref()
-                    .ok_or_else(|| ControlError::Akash("[market.akash] is missing".into()))?;
-                render = Some(super::akash::render(cfg));
-                let market = super::akash::market(cfg).map_err(ControlError::Akash)?;
-                (Arc::new(market), None)
+                let (market, r) =
+                    super::akash::market(&settings.market).map_err(ControlError::Akash)?;
+                render = Some(r);
+                (market, None)
             }
             MarketKind::Sim => {
                 let s = &settings.market.sim;
@@ -83,6 +79,7 @@ impl ControlPlane {
         };
         let prober = Arc::new(HttpProber::new(settings.controller.probe_timeout));
         let mut deps = Deps::new(market, store, prober);
+        // The akash templates with the operator's expose/auditor/price settings.
         if let Some(r) = render {
             deps.render = r;
         }

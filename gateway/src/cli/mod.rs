@@ -1,6 +1,6 @@
 //! The `leasegate` command line: subcommands and the wiring of gateway, controller and market.
 
-mod akash;
+pub mod akash;
 pub mod control;
 pub mod feed;
 pub mod gateway;

@@ -224,7 +224,13 @@ pub fn parse(text: &str, defaults: Defaults) -> Result<Unified, Vec<Problem>> {
     let mut problems = sections.problems;
     let mut extra = sections.extra;
     let controller = take(&mut extra, "controller", &mut problems).unwrap_or_default();
-    let market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
+    // `[market.akash]` is read on its own so that its problems carry its path.
+    let akash = match extra.get_mut("market") {
+        Some(toml::Value::Table(t)) => t.remove("akash"),
+        _ => None,
+    };
+    let mut market: MarketSection = take(&mut extra, "market", &mut problems).unwrap_or_default();
+    market.akash = akash.and_then(|v| from_value(v, "market.akash", &mut problems));
     match &market.akash {
         None if market.kind == MarketKind::Akash => problems.push(problem(
             "market.akash",
@@ -284,6 +290,15 @@ fn take<T: serde::de::DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
     let value = table.remove(key)?;
+    from_value(value, key, problems)
+}
+
+/// Deserializes one value, recording a problem at `key` when it doesn't fit.
+fn from_value<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     value
         .try_into()
         .map_err(|e: toml::de::Error| problems.push(problem(key, e.message().trim_end())))
