@@ -15,25 +15,10 @@ use fake::*;
 use leasegate_controller::reconcile::Failpoint;
 use leasegate_controller::{Controller, ControllerHandle};
 use leasegate_fake_console::{Control, FakeConsole, Ledger};
-use leasegate_fleet::{Credential, Snapshot, State};
+use leasegate_fleet::{Credential, Snapshot};
 use tokio::sync::watch;
 
 const WANTED: usize = 2;
-
-/// Records every published snapshot, in order.
-fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<Arc<Snapshot>>>> {
-    // Marked seen here, so the task does not record the same version twice.
-    let first = rx.borrow_and_update().clone();
-    let seen = Arc::new(parking_lot::Mutex::new(vec![first]));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let snap = rx.borrow_and_update().clone();
-            s.lock().push(snap);
-        }
-    });
-    seen
-}
 
 /// A fake Console and a controller with one pool on it, on a fresh state file.
 async fn start(
@@ -107,7 +92,7 @@ async fn fake_a_pool_reaches_its_minimum_and_is_published_with_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_closes() {
     let (fake, path, h, rx) = start("akash-replace", 1, 1).await;
-    let seen = record(rx.clone());
+    let seen = scenario::record(rx.clone());
     assert!(wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
     let old = fake.ledger().active_leases()[0].clone();
     let old_id = format!("lease-{}", old.dseq);
@@ -146,21 +131,7 @@ async fn fake_after_a_provider_failure_the_replacement_is_ready_before_the_old_l
             .any(|e| e.id == new_id))
         .await
     );
-    let snaps = seen.lock().clone();
-    let first_new = snaps
-        .iter()
-        .position(|s| s.ready().any(|e| e.id == new_id))
-        .expect("new endpoint published");
-    assert!(
-        snaps[first_new].endpoints.iter().any(|e| e.id == old_id),
-        "{snaps:#?}"
-    );
-    assert!(snaps.iter().any(|s| {
-        s.endpoints
-            .iter()
-            .any(|e| e.id == old_id && e.state == State::Draining)
-    }));
-    assert!(snaps.windows(2).all(|w| w[0].version < w[1].version));
+    scenario::assert_make_before_break(&seen.lock().clone(), &old_id, &new_id);
     assert_books(&fake.ledger(), &rx.borrow(), 1, "after replacement");
     h.shutdown().await;
     remove_store(&path);
@@ -198,6 +169,44 @@ async fn fake_a_lease_closed_unstable_is_replaced_and_its_deployment_closed() {
     // The deployment (and its escrow) did not outlive its lease.
     assert!(gone.closed_ms.is_some(), "{ledger:#?}");
     assert_books(&ledger, &rx.borrow(), 1, "after unstable");
+    h.shutdown().await;
+    remove_store(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_a_short_status_null_episode_is_ridden_out_and_a_long_one_replaces() {
+    let (fake, path, h, rx) = start("akash-null", 1, 1).await;
+    assert!(wait_real(Duration::from_secs(30), || rx.borrow().ready().count() == 1).await);
+    let first = fake.ledger().active_leases()[0].dseq.clone();
+    let null = |on: bool| {
+        fake.control(Control::Unreachable {
+            dseq: first.clone(),
+            on,
+        })
+        .unwrap()
+    };
+    // Fewer than `unreachable_checks` (3 at 300 ms) null answers: nothing happens.
+    null(true);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    null(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.ledger().deployments.len(), 1, "{:#?}", fake.ledger());
+    // `status: null` for good: replaced even though the replica still serves.
+    null(true);
+    let ok = wait_real(Duration::from_secs(30), || {
+        let l = fake.ledger();
+        l.by_dseq(&first).unwrap().closed_ms.is_some()
+            && l.active_leases().len() == 1
+            && rx.borrow().ready().count() == 1
+    })
+    .await;
+    assert!(
+        ok,
+        "status: {:?}\n{:#?}",
+        h.status().unwrap(),
+        fake.ledger()
+    );
+    assert_books(&fake.ledger(), &rx.borrow(), 1, "after status null");
     h.shutdown().await;
     remove_store(&path);
 }

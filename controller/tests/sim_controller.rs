@@ -5,27 +5,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use leasegate_controller::demand::{Demand, EndpointReport};
 use leasegate_controller::market::LeaseState;
-use leasegate_fleet::{Credential, Snapshot, State};
+use leasegate_fleet::{Credential, State};
+use support::scenario;
 use support::*;
-use tokio::sync::watch;
-
-/// Records every published snapshot, in order.
-fn record(mut rx: watch::Receiver<Arc<Snapshot>>) -> Arc<parking_lot::Mutex<Vec<Arc<Snapshot>>>> {
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let snap = rx.borrow_and_update().clone();
-            s.lock().push(snap);
-        }
-    });
-    seen
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {
@@ -64,7 +50,7 @@ async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {
 async fn after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_closes() {
     let (market, mem) = sim(12, |c| c.unstable_after = Duration::from_secs(120));
     let (h, rx) = start(&market, &mem, vec![pool(1, 1)]);
-    let seen = record(rx.clone());
+    let seen = scenario::record(rx.clone());
     assert!(until_ready(&rx, 1).await);
     let old = market.ledger().active_leases()[0].clone();
     let old_id = format!("lease-{}", old.dseq);
@@ -93,21 +79,7 @@ async fn after_a_provider_failure_the_replacement_is_ready_before_the_old_lease_
     );
     // The gateway saw the new endpoint ready while the old one was still listed.
     let new_id = format!("lease-{}", new.dseq);
-    let snaps = seen.lock().clone();
-    let first_new = snaps
-        .iter()
-        .position(|s| s.ready().any(|e| e.id == new_id))
-        .expect("new endpoint published");
-    assert!(
-        snaps[first_new].endpoints.iter().any(|e| e.id == old_id),
-        "{snaps:#?}"
-    );
-    assert!(snaps.iter().any(|s| {
-        s.endpoints
-            .iter()
-            .any(|e| e.id == old_id && e.state == State::Draining)
-    }));
-    assert!(snaps.windows(2).all(|w| w[0].version < w[1].version));
+    scenario::assert_make_before_break(&seen.lock().clone(), &old_id, &new_id);
     assert_eq!(market.ledger().max_leases_per_intent(), 1);
     h.shutdown().await;
 }
@@ -175,7 +147,7 @@ async fn with_no_bids_the_pool_backs_off_says_why_and_recovers() {
 async fn scale_down_drains_before_closing_and_demand_scales_up() {
     let (market, mem) = sim(15, |_| {});
     let (h, rx) = start(&market, &mem, vec![pool(1, 3)]);
-    let seen = record(rx.clone());
+    let seen = scenario::record(rx.clone());
     let signals = h.signals();
     signals.report_demand(
         "llama-3-8b",

@@ -25,9 +25,11 @@ pub const TGI_IMAGE: &str = "ghcr.io/huggingface/text-generation-inference:3.3.6
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderOptions {
     pub expose: Expose,
-    /// Auditors for `signedBy` when every pool must be audited; empty means
-    /// only pools with `audited_only` get [`DEFAULT_AUDITOR`].
+    /// `signedBy` for every pool (the config's `audited_only`); empty: only
+    /// pools with their own `audited_only` are restricted.
     pub signed_by: Vec<String>,
+    /// The auditors such pools require; [`DEFAULT_AUDITOR`] when empty.
+    pub auditors: Vec<String>,
     /// Per GPU model, USD per hour; a pool's cap is never raised by these.
     pub price_caps: BTreeMap<String, f64>,
 }
@@ -37,6 +39,7 @@ impl Default for RenderOptions {
         Self {
             expose: Expose::Ingress,
             signed_by: Vec::new(),
+            auditors: Vec::new(),
             price_caps: BTreeMap::new(),
         }
     }
@@ -47,6 +50,7 @@ impl From<&AkashConfig> for RenderOptions {
         Self {
             expose: cfg.expose,
             signed_by: cfg.signed_by(),
+            auditors: cfg.auditors.clone(),
             price_caps: cfg.price_caps_usd_per_hour.clone(),
         }
     }
@@ -71,12 +75,10 @@ pub fn params(pool: &Pool, input: &RenderInput<'_>, opts: &RenderOptions) -> Sdl
         PoolEngine::Vllm => (leasegate_fleet::Engine::Vllm, VLLM_IMAGE),
         PoolEngine::Tgi => (leasegate_fleet::Engine::Tgi, TGI_IMAGE),
     };
-    let signed_by = if !opts.signed_by.is_empty() {
-        opts.signed_by.clone()
-    } else if pool.audited_only {
-        vec![DEFAULT_AUDITOR.to_owned()]
-    } else {
-        Vec::new()
+    let signed_by = match (pool.audited_only, opts.auditors.is_empty()) {
+        (true, false) => opts.auditors.clone(),
+        (true, true) => vec![DEFAULT_AUDITOR.to_owned()],
+        (false, _) => opts.signed_by.clone(),
     };
     SdlParams {
         engine,
@@ -148,6 +150,20 @@ mod tests {
             "{sdl}"
         );
         assert!(sdl.contains(VLLM_IMAGE));
+    }
+
+    #[test]
+    fn only_the_akash_market_gets_the_tagged_templates_by_default() {
+        let key = Secret::new("sk-lg-0123456789abcdef");
+        let input = RenderInput {
+            replica_key: &key,
+            region: None,
+        };
+        let placeholder = super::super::tag::PLACEHOLDER;
+        let sim = crate::sdl::for_market("sim")(&pool(), &input).unwrap();
+        assert!(!sim.contains(placeholder), "{sim}");
+        let akash = crate::sdl::for_market("akash")(&pool(), &input).unwrap();
+        assert!(akash.contains(placeholder), "{akash}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Scenarios shared by every market the controller runs on: one body,
 //! judged by that market's own books (the sim's ledger, the fake Console's
 //! `/_ledger`), never by the controller's view of itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -163,4 +164,41 @@ pub async fn crash_at<B: Books>(h: &Harness<B>, point: Failpoint, wanted: usize)
         );
     }
     (c, rx)
+}
+
+/// What the gateway saw of a make-before-break replacement, from every
+/// snapshot published in order: the new endpoint was ready while the old
+/// one was still listed, the old one drained, versions only grew.
+pub fn assert_make_before_break(snaps: &[Arc<Snapshot>], old_id: &str, new_id: &str) {
+    let first_new = snaps
+        .iter()
+        .position(|s| s.ready().any(|e| e.id == new_id))
+        .expect("new endpoint published");
+    assert!(
+        snaps[first_new].endpoints.iter().any(|e| e.id == old_id),
+        "{snaps:#?}"
+    );
+    assert!(snaps.iter().any(|s| {
+        s.endpoints
+            .iter()
+            .any(|e| e.id == old_id && e.state == leasegate_fleet::State::Draining)
+    }));
+    assert!(snaps.windows(2).all(|w| w[0].version < w[1].version));
+}
+
+/// Records every published snapshot, in order.
+pub fn record(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+) -> Arc<parking_lot::Mutex<Vec<Arc<Snapshot>>>> {
+    // Marked seen here, so the task does not record the same version twice.
+    let first = rx.borrow_and_update().clone();
+    let seen = Arc::new(parking_lot::Mutex::new(vec![first]));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let snap = rx.borrow_and_update().clone();
+            s.lock().push(snap);
+        }
+    });
+    seen
 }
