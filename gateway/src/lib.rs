@@ -3,3 +3,4 @@
 //! first byte reaches the client.
 
 pub mod geo;
+pub mod usage;
