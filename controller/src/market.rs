@@ -3,6 +3,8 @@
 //! One deployment holds one replica (one group, `count: 1`). Replacing a
 //! replica means a new deployment; closing is per deployment.
 
+pub mod sim;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The `replica-sim` binary: one simulated OpenAI-compatible replica on a port.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +50,10 @@ struct Args {
     /// Name of the environment variable holding the API key to require.
     #[arg(long)]
     api_key_env: Option<String>,
+    /// Runtime worker threads; 1 runs everything on the current thread, the
+    /// cheapest setup per request, and leaves other cores to the system under test.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Seed of the error draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -63,6 +68,7 @@ enum EngineArg {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -76,10 +82,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("replica-sim: cannot start runtime: {e}");
@@ -128,6 +138,14 @@ fn behavior(args: &Args) -> Result<Behavior, String> {
 }
 
 async fn run(listen: SocketAddr, behavior: Behavior) -> ExitCode {
+    // Handlers go in before the ready line, so a SIGTERM right after it is graceful.
+    let stop = match shutdown_signal() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("replica-sim: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let replica = match Replica::start_on(listen, behavior).await {
         Ok(r) => r,
         Err(e) => {
@@ -138,23 +156,21 @@ async fn run(listen: SocketAddr, behavior: Behavior) -> ExitCode {
     tracing::info!(behavior = ?replica.behavior(), "started");
     // Scripts wait for this exact line.
     println!("replica-sim listening on {}", replica.url());
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     replica.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+/// Resolves on SIGTERM or ctrl-c; both are registered before this returns.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -139,6 +139,9 @@ impl Gen {
             return None;
         }
         if self.behavior.disconnect_after == Some(self.sent) {
+            // hyper discards unflushed bytes when a body fails; returning Pending
+            // once lets it flush the chunks already sent, as a real replica would have.
+            tokio::task::yield_now().await;
             self.step = Step::End;
             return Some((Err(Aborted("disconnect_after")), self));
         }

@@ -1,0 +1,93 @@
+//! Gateway configuration: the TOML file parsed into typed values, with every problem reported by key path.
+
+mod convert;
+mod raw;
+mod typed;
+
+use std::{fmt, path::Path};
+
+pub use typed::{
+    ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
+    RetryConfig, Timeouts, TlsFiles, base_url,
+};
+
+/// One thing wrong with a config file, located by its key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `endpoints[2].url`; empty for the file as a whole.
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+/// Every problem found in a file; never empty.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s) in {}", self.problems.len(), self.file)?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while a file is converted, so all are reported at once.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, path: impl Into<String>, reason: impl fmt::Display) {
+        self.0.push(Problem {
+            path: path.into(),
+            reason: reason.to_string(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads and converts a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                path: String::new(),
+                reason: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&text).map_err(|problems| ConfigError { file, problems })
+    }
+
+    /// Converts TOML text; `Err` lists every problem found.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let mut problems = Problems::default();
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push("", e.to_string().trim_end());
+                return Err(problems.0);
+            }
+        };
+        let config = convert::convert(table, &mut problems);
+        if problems.0.is_empty() {
+            config.ok_or_else(Vec::new)
+        } else {
+            Err(problems.0)
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Config files and the CLI: every example parses, `check-config` names each problem by key path, quick start and `serve` answer.
+
+mod support;
+
+use std::{path::Path, process::Command};
+
+use leasegate_gateway::config::Config;
+
+fn repo_config_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+#[test]
+fn every_example_config_parses() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo_config_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Config::load(&path) {
+                panic!("{e}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected the example configs in config/");
+}
+
+#[test]
+fn the_full_example_has_what_it_documents() {
+    let c = Config::load(&repo_config_dir().join("leasegate.toml")).unwrap();
+    assert_eq!(c.endpoints.len(), 2);
+    assert_eq!(c.endpoints[0].region.coords, Some((50.11, 8.68)));
+    // A known region code without lat/lon takes the catalogue's coordinates.
+    let known = leasegate_fleet::region::lookup("na-us-west").map(|r| (r.lat, r.lon));
+    assert!(known.is_some());
+    assert_eq!(c.endpoints[1].region.coords, known);
+    assert_eq!(c.fallbacks[0].to_fleet().url, "https://api.openai.com");
+    assert_eq!(
+        c.fallbacks[0].upstream_model("llama-3.1-8b-instruct"),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
+    assert_eq!(c.client_keys.0.len(), 1);
+}
+
+const BAD: &str = r#"
+colour = "red"
+
+[listen]
+api = "localhost"
+
+[timeouts]
+connect = "soon"
+inter_chunk = "0s"
+
+[auth]
+client_key_sha256 = ["sk-plaintext-key"]
+
+[[endpoints]]
+url = "http://a:1"
+models = ["m"]
+
+[[endpoints]]
+url = "http://b:1"
+models = []
+
+[[endpoints]]
+url = "/v1"
+models = ["m"]
+engine = "llamacpp"
+lat = 10.0
+
+[[endpoints]]
+url = "http://d:1"
+models = ["m"]
+urll = "typo"
+
+[[fallbacks]]
+url = "https://api.example.com"
+models = {}
+
+[geo]
+trusted_proxies = ["10.0.0.0/8", "nope"]
+"#;
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let problems = Config::parse(BAD).unwrap_err();
+    let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let expect = [
+        "colour: unknown key",
+        "listen.api: `localhost` is not an IP:port address",
+        "timeouts.connect: `soon` is not a duration",
+        "timeouts.inter_chunk: must be greater than zero",
+        "auth.client_key_sha256[0]: expected 64 hex characters",
+        "endpoints[1].models: at least one model is required",
+        "endpoints[2].url: relative URL without a base",
+        "endpoints[2].engine: `llamacpp` is not one of vllm, tgi, openai",
+        "endpoints[2].lat: lat and lon go together",
+        "endpoints[3]: unknown field `urll`",
+        "fallbacks[0].models: map at least one client model name",
+        "geo.trusted_proxies[1]: `nope` is not an IP or CIDR",
+    ];
+    for e in expect {
+        assert!(
+            shown.iter().any(|s| s.starts_with(e)),
+            "missing `{e}` in {shown:#?}"
+        );
+    }
+    assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+}
+
+#[test]
+fn check_config_exits_non_zero_and_prints_every_problem() {
+    let dir = std::env::temp_dir().join(format!("leasegate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, BAD).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("endpoints[2].url: relative URL without a base"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("12 problem(s)"), "{stdout}");
+
+    let good = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .arg("check-config")
+        .arg(repo_config_dir().join("leasegate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn quick_start_discovers_each_endpoints_models() {
+    let r = support::replica(&["m1", "m2"]).await;
+    let spec = format!("{},region=eu-central,max_concurrency=4", r.url());
+    let child = tokio::task::spawn_blocking(move || {
+        support::spawn_leasegate(&[
+            "gateway",
+            "--endpoint",
+            &spec,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+    })
+    .await
+    .unwrap();
+    let models = support::get(child.1, "/v1/models").await.json();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+    let reply = support::post(child.1, "/v1/chat/completions", support::chat("m2", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn serve_answers_from_the_demo_fleet() {
+    let dir = std::env::temp_dir().join(format!("leasegate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        "[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.display().to_string();
+    let child = tokio::task::spawn_blocking(move || {
+        support::spawn_leasegate(&["serve", "--config", &cfg_arg])
+    })
+    .await
+    .unwrap();
+    let reply = support::post(
+        child.1,
+        "/v1/chat/completions",
+        support::chat("llama-3.1-8b-instruct", true),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().ends_with("data: [DONE]\n\n"));
+    drop(child);
+    std::fs::remove_dir_all(&dir).ok();
+}
