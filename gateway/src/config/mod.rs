@@ -6,6 +6,7 @@ mod typed;
 
 use std::{fmt, path::Path};
 
+pub(crate) use convert::duration;
 pub use typed::{
     ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
     RetryConfig, Timeouts, TlsFiles, base_url,

@@ -16,6 +16,9 @@ pub const SECTIONS: &[&str] = &[
     "health",
     "geo",
     "routing",
+    "overflow",
+    "pools",
+    "spend",
     "endpoints",
     "fallbacks",
 ];

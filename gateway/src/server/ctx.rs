@@ -22,6 +22,12 @@ pub struct RequestCtx {
     pub endpoint: Option<String>,
     pub attempts: u32,
     pub ttfb: Option<Duration>,
+    /// The overflow decision's reason (`within_slo`, `slo_breach`, ...).
+    pub route: Option<&'static str>,
+    /// The fallback spend cap stopped an overflow.
+    pub capped: bool,
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -43,6 +49,10 @@ impl RequestCtx {
             endpoint: None,
             attempts: 0,
             ttfb: None,
+            route: None,
+            capped: false,
+            tokens: None,
+            cost_usd: None,
             _permit: permit,
         }
     }
@@ -68,6 +78,10 @@ impl RequestCtx {
             status,
             attempts = self.attempts,
             ttfb_ms = self.ttfb.map(|d| d.as_millis() as u64),
+            route = self.route.unwrap_or("-"),
+            capped = self.capped,
+            tokens = self.tokens,
+            cost_usd = self.cost_usd,
             duration_ms = elapsed.as_millis() as u64,
             end,
             "request"

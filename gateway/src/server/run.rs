@@ -79,6 +79,7 @@ impl Gateway {
             upstream: Upstream::new(&config, client),
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
             geo,
+            accounting: crate::usage::stage::Accounting::new(&config, Vec::new()),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -21,6 +21,10 @@ use crate::{
     openai,
     route::{RouteRequest, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
+    usage::{
+        Metered,
+        stage::{Accounting, Plan, demand_region},
+    },
 };
 
 /// What every request handler shares: built once at start, read-only after.
@@ -33,6 +37,8 @@ pub struct Shared {
     pub limiter: Arc<Semaphore>,
     /// GeoIP database, when configured.
     pub geo: Option<GeoDb>,
+    /// Overflow, spend caps, usage and cost.
+    pub accounting: Accounting,
 }
 
 /// The API paths that proxy to an upstream.
@@ -68,12 +74,39 @@ pub async fn handle(
             with_request_id(resp, &request_id)
         }
         // 11. Relay the answer unbuffered; the access line is written when it ends.
-        Ok(Reply::Proxied { forwarded, stream }) => {
+        // The meter reads usage as frames pass (and strips an injected usage chunk); the answer is priced at its end.
+        Ok(Reply::Proxied {
+            forwarded,
+            stream,
+            strip,
+            plan,
+        }) => {
             let status = forwarded.response.status().as_u16();
             let started = ctx.started;
-            let on_end: upstream::OnEnd = Box::new(move |end| ctx.finish(status, end.as_str()));
+            let sse = stream && forwarded.response.status().is_success();
+            let (meter, slot, settle) =
+                shared
+                    .accounting
+                    .meter(forwarded.guard.endpoint(), sse, strip, Some(plan));
+            let on_end: upstream::OnEnd = Box::new(move |end| {
+                // Hook for per-key budgets: pass the client key's name here.
+                let settled = settle.settle(ctx.model.as_deref().unwrap_or("-"), None);
+                if let Some(reason) = settled.overflow {
+                    ctx.route = Some(reason.as_str());
+                }
+                ctx.tokens = settled.usage.map(|u| u.total_tokens);
+                ctx.cost_usd = settled.cost_usd;
+                ctx.finish(status, end.as_str())
+            });
             let timeouts = shared.upstream.timeouts();
-            upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end)
+            let mut resp =
+                upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end)
+                    .map(|body| Metered::new(body, meter, slot).boxed_unsync());
+            if sse && strip {
+                // Stripping changes the length an upstream may have declared.
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+            }
+            resp
         }
         Err(err) => {
             let resp = err.into_response();
@@ -86,7 +119,13 @@ pub async fn handle(
 /// A response made here (logged now) or relayed from upstream (logged when its body ends).
 enum Reply {
     Local(Response<Body>),
-    Proxied { forwarded: Forwarded, stream: bool },
+    Proxied {
+        forwarded: Forwarded,
+        stream: bool,
+        /// The gateway added `include_usage`; the client must not see its effects.
+        strip: bool,
+        plan: Plan,
+    },
 }
 
 async fn dispatch(
@@ -131,6 +170,8 @@ async fn dispatch(
     let peek = openai::peek(&body)?;
     ctx.model = Some(peek.model.clone());
     ctx.stream = peek.stream;
+    // 6b. Usage: a stream must end with a usage chunk to be priced; add the option if missing.
+    let (body, strip) = shared.accounting.prepare_body(body, &peek);
     // 7. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
     let pool_model = shared
         .config
@@ -158,6 +199,18 @@ async fn dispatch(
         allowed_regions: None,
     };
     let order = shared.selector.order(&route, &state.candidates(pool_model));
+    // 9b. Overflow: leases or the fallback tier first, within the fallback spend caps.
+    let reselect = || {
+        shared
+            .selector
+            .order(&route, &shared.fleet.current().candidates(pool_model))
+    };
+    let region = demand_region(&located);
+    let plan = shared
+        .accounting
+        .plan(pool_model, region, order, None, reselect, &mut ctx.route)
+        .await?;
+    ctx.capped = plan.capped;
     // 10. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
         .uri
@@ -175,7 +228,7 @@ async fn dispatch(
         started: ctx.started,
     };
     let mut trace = Trace::default();
-    let forwarded = shared.upstream.forward(&out, &order, &mut trace).await;
+    let forwarded = shared.upstream.forward(&out, &plan.order, &mut trace).await;
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
     let forwarded = forwarded?;
@@ -186,6 +239,8 @@ async fn dispatch(
     Ok(Reply::Proxied {
         forwarded,
         stream: peek.stream,
+        strip,
+        plan,
     })
 }
 

@@ -29,10 +29,18 @@
 //! - `leasegate_cost_per_1m_tokens_usd{model,path}`: dollars per 1M tokens over
 //!   the last hour.
 //!
+//! - `leasegate_hyperscaler_equivalent_usd_total{model}`: what the same
+//!   tokens would have cost on the model's fallback at its list price, so
+//!   the saving against hyperscaler-only is this minus the cost.
+//!
 //! `key` is the client key's configured name (`-` without one), never the
 //! key or its hash.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::Arc,
+};
 
 use leasegate_fleet::{Endpoint, Kind};
 use metrics::{Counter, Gauge};
@@ -44,6 +52,7 @@ use super::{SpendCaps, Usage, window::Window};
 pub const TOKENS: &str = "leasegate_tokens_total";
 pub const COST: &str = "leasegate_cost_usd_total";
 pub const COST_PER_1M: &str = "leasegate_cost_per_1m_tokens_usd";
+pub const HYPERSCALER: &str = "leasegate_hyperscaler_equivalent_usd_total";
 
 /// Which tier served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +144,7 @@ struct KeyHandles {
 struct ModelState {
     windows: [Window; 3],
     per_1m: [Gauge; 3],
+    hyperscaler: Gauge,
     keys: HashMap<String, KeyHandles>,
 }
 
@@ -142,6 +152,29 @@ struct ModelState {
 struct State {
     endpoints: HashMap<String, Window>,
     models: HashMap<String, ModelState>,
+    totals: CostSummary,
+}
+
+/// Spend since start, for the status view.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CostSummary {
+    pub tokens: u64,
+    pub lease_usd: f64,
+    pub static_usd: f64,
+    pub fallback_usd: f64,
+    /// The same tokens at the fallback's list prices (0 for models no fallback serves).
+    pub hyperscaler_usd: f64,
+}
+
+impl CostSummary {
+    pub fn total_usd(&self) -> f64 {
+        self.lease_usd + self.static_usd + self.fallback_usd
+    }
+
+    /// What running on leases saved against sending everything to the fallback.
+    pub fn saving_usd(&self) -> f64 {
+        self.hyperscaler_usd - self.total_usd()
+    }
 }
 
 /// Prices usage, records metrics, feeds the fallback spend caps and the sinks.
@@ -151,6 +184,10 @@ pub struct CostRecorder {
     prices: HashMap<String, FallbackPrice>,
     caps: Option<Arc<SpendCaps>>,
     sinks: Vec<Arc<dyn SpendSink>>,
+    /// Pool model to the list price of the fallback that serves it.
+    list_prices: HashMap<String, FallbackPrice>,
+    /// Client-facing alias to its pool model.
+    aliases: BTreeMap<String, String>,
     state: Mutex<State>,
 }
 
@@ -162,8 +199,27 @@ impl CostRecorder {
             prices,
             caps,
             sinks: Vec::new(),
+            list_prices: HashMap::new(),
+            aliases: BTreeMap::new(),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Prices to compare against: per pool model, the fallback's list
+    /// price; `aliases` map client names to pool models.
+    pub fn with_list_prices(
+        mut self,
+        list_prices: HashMap<String, FallbackPrice>,
+        aliases: BTreeMap<String, String>,
+    ) -> Self {
+        self.list_prices = list_prices;
+        self.aliases = aliases;
+        self
+    }
+
+    /// Spend since start, with the hyperscaler-only comparison.
+    pub fn summary(&self) -> CostSummary {
+        self.state.lock().totals
     }
 
     /// Adds a consumer of every spend (a budget, a demand signal).
@@ -217,7 +273,7 @@ impl CostRecorder {
         let w = state
             .endpoints
             .entry(ep.id.clone())
-            .or_insert_with(|| Window::new(self.epoch));
+            .or_insert_with(|| Window::hour(self.epoch));
         w.add(now, tokens, 0.0);
         let (in_window, _) = w.sums(now);
         if in_window == 0 || ep.price_per_hour_usd.is_nan() || ep.price_per_hour_usd <= 0.0 {
@@ -235,10 +291,11 @@ impl CostRecorder {
                 .models
                 .entry(c.model.to_owned())
                 .or_insert_with(|| ModelState {
-                    windows: std::array::from_fn(|_| Window::new(self.epoch)),
+                    windows: std::array::from_fn(|_| Window::hour(self.epoch)),
                     per_1m: Path::ALL.map(|p| {
                         metrics::gauge!(COST_PER_1M, "model" => c.model.to_owned(), "path" => p.as_str())
                     }),
+                    hyperscaler: metrics::gauge!(HYPERSCALER, "model" => c.model.to_owned()),
                     keys: HashMap::new(),
                 }),
         };
@@ -256,6 +313,17 @@ impl CostRecorder {
         };
         handles.tokens[i].increment(s.tokens);
         handles.cost[i].increment(s.usd);
+        let pool = self.aliases.get(c.model).map_or(c.model, String::as_str);
+        let list = self.list_prices.get(pool).map_or(0.0, |p| p.cost(&c.usage));
+        model.hyperscaler.increment(list);
+        let t = &mut state.totals;
+        t.tokens = t.tokens.saturating_add(s.tokens);
+        t.hyperscaler_usd += list;
+        match s.path {
+            Path::Lease => t.lease_usd += s.usd,
+            Path::Static => t.static_usd += s.usd,
+            Path::Fallback => t.fallback_usd += s.usd,
+        }
         let w = &mut model.windows[i];
         w.add(now, s.tokens, s.usd);
         let (tokens, usd) = w.sums(now);

@@ -12,18 +12,21 @@
 //! - [`spend`]: hourly and daily caps on fallback spend.
 
 pub mod body;
+pub mod config;
 pub mod cost;
+pub mod demand;
 pub mod overflow;
 pub mod scan;
 pub mod spend;
 pub mod splice;
 pub mod sse;
+pub mod stage;
 mod window;
 
 use serde::Deserialize;
 
 pub use body::{Meter, Metered, UsageSlot};
-pub use cost::{Charge, CostRecorder, FallbackPrice, Path, Spend, SpendSink};
+pub use cost::{Charge, CostRecorder, CostSummary, FallbackPrice, Path, Spend, SpendSink};
 pub use overflow::{
     Decision, FallbackLoad, Inputs, LeaseLoad, Mode, PolicyRule, PoolSlo, Reason, Tier,
 };

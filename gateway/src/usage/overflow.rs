@@ -134,8 +134,6 @@ pub enum Reason {
     Baseline,
     /// fallback-first: the fallback is full or slow, so the burst goes to leases.
     Burst,
-    /// No fallback serves this model.
-    NoFallback,
 }
 
 impl Reason {
@@ -149,7 +147,6 @@ impl Reason {
             Reason::Policy => "policy",
             Reason::Baseline => "baseline",
             Reason::Burst => "burst",
-            Reason::NoFallback => "no_fallback",
         }
     }
 }
@@ -181,36 +178,46 @@ impl Decision {
 }
 
 /// Everything the decision looks at for one request.
+///
+/// The loads are iterators so the caller maps its endpoints without
+/// collecting them: the decision runs on every request.
 #[derive(Clone, Copy, Debug)]
-pub struct Inputs<'a> {
+pub struct Inputs<'a, L, F> {
     pub pool: &'a PoolSlo,
     /// Available leases and static endpoints of the pool.
-    pub leases: &'a [LeaseLoad],
+    pub leases: L,
     /// Available fallbacks serving the model.
-    pub fallbacks: &'a [FallbackLoad],
+    pub fallbacks: F,
     pub policy: Option<PolicyRule>,
     /// The fallback spend caps have room.
     pub spend_ok: bool,
 }
 
 /// Why the leases cannot take the request well, if they cannot.
-fn lease_trouble(i: &Inputs<'_>) -> Option<Reason> {
-    if i.leases.is_empty() {
-        return Some(Reason::NoReplicaReady);
+fn lease_trouble(pool: &PoolSlo, leases: impl Iterator<Item = LeaseLoad>) -> Option<Reason> {
+    let mut any = false;
+    let mut best: Option<Duration> = None;
+    for l in leases {
+        any = true;
+        if !l.full() {
+            let t = l.predicted_ttft(pool.time_per_output_token);
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
     }
-    let open = i.leases.iter().filter(|l| !l.full());
-    let best = open
-        .map(|l| l.predicted_ttft(i.pool.time_per_output_token))
-        .min();
     match best {
+        _ if !any => Some(Reason::NoReplicaReady),
         None => Some(Reason::AtCapacity),
-        Some(t) if t > i.pool.slo_ttft => Some(Reason::SloBreach),
+        Some(t) if t > pool.slo_ttft => Some(Reason::SloBreach),
         Some(_) => None,
     }
 }
 
 /// Decides the tier for one request.
-pub fn decide(i: &Inputs<'_>) -> Decision {
+pub fn decide<L, F>(i: Inputs<'_, L, F>) -> Decision
+where
+    L: Iterator<Item = LeaseLoad>,
+    F: Iterator<Item = FallbackLoad> + Clone,
+{
     let leases = |reason, capped| Decision {
         first: Tier::Leases,
         fallback_allowed: i.spend_ok && i.policy != Some(PolicyRule::NoFallback),
@@ -229,12 +236,11 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             leases(reason, true)
         }
     };
-    let trouble = lease_trouble(i);
-    if i.policy == Some(PolicyRule::NoFallback) {
-        return leases(trouble.unwrap_or(Reason::Policy), false);
-    }
-    if i.fallbacks.is_empty() {
-        return leases(trouble.unwrap_or(Reason::NoFallback), false);
+    let trouble = lease_trouble(i.pool, i.leases);
+    let slo = i.pool.slo_ttft;
+    let mut fallbacks = i.fallbacks;
+    if i.policy == Some(PolicyRule::NoFallback) || fallbacks.clone().next().is_none() {
+        return leases(trouble.unwrap_or(Reason::WithinSlo), false);
     }
     if i.policy == Some(PolicyRule::PreferFallback) {
         return spill(Reason::Policy);
@@ -245,12 +251,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
             Some(r) => spill(r),
         },
         Mode::FallbackFirst => {
-            let slo = i.pool.slo_ttft;
-            let room = i
-                .fallbacks
-                .iter()
-                .any(|f| !f.full() && f.ttft_ewma.is_none_or(|t| t <= slo));
-            if room {
+            if fallbacks.any(|f| !f.full() && f.ttft_ewma.is_none_or(|t| t <= slo)) {
                 spill(Reason::Baseline)
             } else {
                 leases(Reason::Burst, false)
@@ -258,46 +259,50 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
         Mode::CheapestWithinSlo => match trouble {
             None => leases(Reason::WithinSlo, false),
-            Some(r) => {
-                let slo = i.pool.slo_ttft;
-                let helps = i
-                    .fallbacks
-                    .iter()
-                    .any(|f| f.ttft_ewma.is_none_or(|t| t <= slo));
-                // A fallback that would miss the SLO too is not worth paying for,
-                // unless the leases cannot take the request at all.
-                if helps || r != Reason::SloBreach {
-                    spill(r)
-                } else {
-                    leases(r, false)
-                }
+            // A fallback that would miss the SLO too is not worth paying for,
+            // unless the leases cannot take the request at all.
+            Some(Reason::SloBreach) if !fallbacks.any(|f| f.ttft_ewma.is_none_or(|t| t <= slo)) => {
+                leases(Reason::SloBreach, false)
             }
+            Some(r) => spill(r),
         },
     }
 }
 
-/// Reorders an attempt order (leases, then fallbacks) to follow a decision.
+/// Reorders an attempt order to follow a decision, in place.
 ///
-/// `order` keeps the selector's ranking inside each tier; `price` sorts the
-/// fallbacks for cheapest-within-slo. Fallbacks are dropped when not allowed.
+/// Selectors put fallbacks after every lease; inside each tier their
+/// ranking is kept. Fallbacks are dropped when not allowed, moved first on
+/// an overflow, and sorted by `price` for cheapest-within-slo.
 pub fn arrange<T>(
-    order: Vec<T>,
+    mut order: Vec<T>,
     decision: &Decision,
     mode: Mode,
     is_fallback: impl Fn(&T) -> bool,
     price: impl Fn(&T) -> f64,
 ) -> Vec<T> {
-    let (mut fallbacks, leases): (Vec<T>, Vec<T>) = order.into_iter().partition(&is_fallback);
+    let tiered = order
+        .iter()
+        .skip_while(|e| !is_fallback(e))
+        .all(&is_fallback);
+    if !tiered {
+        // Not the selector contract; restore it (stable) rather than guess.
+        let (fallbacks, leases): (Vec<T>, Vec<T>) = order.into_iter().partition(&is_fallback);
+        order = leases;
+        order.extend(fallbacks);
+    }
+    let k = order.iter().position(&is_fallback).unwrap_or(order.len());
     if !decision.fallback_allowed {
-        return leases;
+        order.truncate(k);
+        return order;
     }
     if mode == Mode::CheapestWithinSlo {
-        fallbacks.sort_by(|a, b| price(a).total_cmp(&price(b)));
+        order[k..].sort_by(|a, b| price(a).total_cmp(&price(b)));
     }
-    match decision.first {
-        Tier::Leases => leases.into_iter().chain(fallbacks).collect(),
-        Tier::Fallback => fallbacks.into_iter().chain(leases).collect(),
+    if decision.first == Tier::Fallback {
+        order.rotate_left(k);
     }
+    order
 }
 
 #[cfg(test)]

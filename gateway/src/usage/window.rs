@@ -1,84 +1,101 @@
-//! A sliding hour of per-minute sums on tokio time: the memory behind the cost estimators.
+//! A sliding window of 60 buckets on tokio time: the memory behind the cost estimators and the demand rates.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 const BUCKETS: u64 = 60;
-const BUCKET: Duration = Duration::from_secs(60);
-pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
-    minute: u64,
-    tokens: u64,
-    usd: f64,
+    index: u64,
+    count: u64,
+    amount: f64,
 }
 
-/// Tokens and dollars of the last hour, in one-minute buckets.
+/// A count and an amount (tokens and dollars, requests and overflows) over
+/// the last 60 buckets.
 ///
-/// A bucket is reused when its minute comes round again, so the window
-/// costs 60 buckets whatever the traffic, and it is exact to a minute.
+/// A bucket is reused when its slot comes round again, so the window costs
+/// 60 buckets whatever the traffic, and it is exact to one bucket width.
 #[derive(Debug)]
 pub(crate) struct Window {
     epoch: Instant,
+    width: Duration,
     first: Option<Instant>,
     last: Instant,
     buckets: [Bucket; BUCKETS as usize],
 }
 
 impl Window {
-    pub(crate) fn new(epoch: Instant) -> Self {
+    /// An hour in one-minute buckets.
+    pub(crate) fn hour(epoch: Instant) -> Self {
+        Self::with_width(epoch, Duration::from_secs(60))
+    }
+
+    /// A minute in one-second buckets.
+    pub(crate) fn minute(epoch: Instant) -> Self {
+        Self::with_width(epoch, Duration::from_secs(1))
+    }
+
+    fn with_width(epoch: Instant, width: Duration) -> Self {
         Self {
             epoch,
+            width,
             first: None,
             last: epoch,
             buckets: [Bucket::default(); BUCKETS as usize],
         }
     }
 
-    fn minute(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_secs() / BUCKET.as_secs()
+    /// The whole window's length.
+    pub(crate) fn span(&self) -> Duration {
+        self.width.saturating_mul(BUCKETS as u32)
     }
 
-    pub(crate) fn add(&mut self, now: Instant, tokens: u64, usd: f64) {
-        let m = self.minute(now);
-        let b = &mut self.buckets[(m % BUCKETS) as usize];
-        if b.minute != m {
+    fn index(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.epoch).as_millis();
+        u64::try_from(since / self.width.as_millis().max(1)).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn add(&mut self, now: Instant, count: u64, amount: f64) {
+        let i = self.index(now);
+        let b = &mut self.buckets[(i % BUCKETS) as usize];
+        if b.index != i {
             *b = Bucket {
-                minute: m,
+                index: i,
                 ..Bucket::default()
             };
         }
-        b.tokens = b.tokens.saturating_add(tokens);
-        b.usd += usd;
+        b.count = b.count.saturating_add(count);
+        b.amount += amount;
         self.first.get_or_insert(now);
         self.last = now;
     }
 
-    /// Tokens and dollars over the last hour.
+    /// Count and amount over the window.
     pub(crate) fn sums(&self, now: Instant) -> (u64, f64) {
-        let m = self.minute(now);
+        let i = self.index(now);
         self.buckets
             .iter()
-            .filter(|b| b.minute <= m && b.minute + BUCKETS > m)
-            .fold((0, 0.0), |(t, u), b| {
-                (t.saturating_add(b.tokens), u + b.usd)
+            .filter(|b| b.index <= i && b.index + BUCKETS > i)
+            .fold((0, 0.0), |(c, a), b| {
+                (c.saturating_add(b.count), a + b.amount)
             })
     }
 
-    /// How much of the last hour this window has seen: from its first
-    /// sample, at least one bucket so a first request is not divided by zero.
+    /// How much of the window has been observed: from the first sample, at
+    /// least one bucket so a first sample is not divided by zero.
     pub(crate) fn covered(&self, now: Instant) -> Duration {
         let since = self
             .first
             .map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
-        since.clamp(BUCKET, HOUR)
+        since.clamp(self.width, self.span())
     }
 
-    /// Nothing recorded for an hour: the entry may be forgotten.
+    /// Nothing recorded for a whole window: the entry may be forgotten.
     pub(crate) fn idle(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last) > HOUR
+        now.saturating_duration_since(self.last) > self.span()
     }
 }
 
@@ -86,10 +103,12 @@ impl Window {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     #[tokio::test(start_paused = true)]
     async fn old_minutes_leave_the_window() {
         let t0 = Instant::now();
-        let mut w = Window::new(t0);
+        let mut w = Window::hour(t0);
         w.add(t0, 100, 1.0);
         tokio::time::advance(Duration::from_secs(1800)).await;
         w.add(Instant::now(), 50, 0.5);
@@ -101,5 +120,15 @@ mod tests {
         tokio::time::advance(HOUR).await;
         assert_eq!(w.sums(Instant::now()), (0, 0.0));
         assert!(w.idle(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_minute_window_forgets_after_sixty_seconds() {
+        let mut w = Window::minute(Instant::now());
+        w.add(Instant::now(), 3, 1.0);
+        tokio::time::advance(Duration::from_millis(59_500)).await;
+        assert_eq!(w.sums(Instant::now()), (3, 1.0));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(w.sums(Instant::now()), (0, 0.0));
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use leasegate_fleet::{Engine, Region, State as EpState};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 fn endpoint(id: &str, kind: Kind, price_per_hour_usd: f64) -> Endpoint {
@@ -151,4 +153,35 @@ fn metrics_carry_model_path_and_key_name_and_cost_per_million() {
         text.contains(r#"leasegate_cost_per_1m_tokens_usd{model="m",path="fallback"} 4"#),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_summary_compares_with_sending_everything_to_the_fallback() {
+    let list = prices();
+    let rec = CostRecorder::new(prices(), None).with_list_prices(
+        HashMap::from([("m".to_owned(), list["fb"])]),
+        BTreeMap::from([("alias".to_owned(), "m".to_owned())]),
+    );
+    let lease = endpoint("l1", Kind::Lease, 0.6);
+    let fb = endpoint("fb", Kind::Fallback, 0.0);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let on_lease = rec.record(&Charge {
+        model: "alias",
+        endpoint: &lease,
+        key: None,
+        usage: usage(100_000, 50_000),
+    });
+    let on_fb = rec.record(&Charge {
+        model: "m",
+        endpoint: &fb,
+        key: None,
+        usage: usage(1000, 500),
+    });
+    let s = rec.summary();
+    assert_eq!(s.tokens, 151_500);
+    // $0.6/h lease for its first minute, against 100k in × $2 + 50k out × $8 per 1M.
+    assert!((s.lease_usd - on_lease.usd).abs() < 1e-12 && (on_lease.usd - 0.01).abs() < 1e-9);
+    assert!((s.fallback_usd - on_fb.usd).abs() < 1e-12);
+    assert!((s.hyperscaler_usd - (0.6 + 0.006)).abs() < 1e-9, "{s:?}");
+    assert!((s.saving_usd() - (0.606 - 0.01 - 0.006)).abs() < 1e-9);
 }

@@ -30,10 +30,10 @@ fn decide_with(
     spend_ok: bool,
 ) -> Decision {
     let pool = PoolSlo { mode, ..SLO };
-    decide(&Inputs {
+    decide(Inputs {
         pool: &pool,
-        leases,
-        fallbacks,
+        leases: leases.iter().copied(),
+        fallbacks: fallbacks.iter().copied(),
         policy: None,
         spend_ok,
     })
@@ -143,18 +143,21 @@ fn cheapest_within_slo_pays_for_a_fallback_only_when_it_helps() {
 #[test]
 fn policy_rules_win_over_the_mode() {
     let pool = SLO;
-    let mut i = Inputs {
+    let leases = [lease(0, 0, 0)];
+    let i = Inputs {
         pool: &pool,
-        leases: &[lease(0, 0, 0)],
-        fallbacks: &[FB],
+        leases: leases.iter().copied(),
+        fallbacks: [FB].into_iter(),
         policy: Some(PolicyRule::PreferFallback),
         spend_ok: true,
     };
-    assert_eq!(decide(&i).reason, Reason::Policy);
-    assert_eq!(decide(&i).first, Tier::Fallback);
-    i.policy = Some(PolicyRule::NoFallback);
-    i.leases = &[];
-    let d = decide(&i);
+    assert_eq!(decide(i.clone()).reason, Reason::Policy);
+    assert_eq!(decide(i.clone()).first, Tier::Fallback);
+    let d = decide(Inputs {
+        policy: Some(PolicyRule::NoFallback),
+        leases: [].iter().copied(),
+        ..i
+    });
     assert_eq!(
         (d.first, d.fallback_allowed, d.reason),
         (Tier::Leases, false, Reason::NoReplicaReady)
@@ -208,6 +211,12 @@ fn arrange_follows_the_decision() {
     };
     assert_eq!(
         arrange(order, &normal, Mode::LeasesFirst, is_fb, price),
+        ["l1", "l2", "f-dear", "f-cheap"]
+    );
+    // An order that breaks the selector contract is re-tiered, not trusted.
+    let untiered = vec!["f-dear", "l1", "f-cheap", "l2"];
+    assert_eq!(
+        arrange(untiered, &normal, Mode::LeasesFirst, is_fb, price),
         ["l1", "l2", "f-dear", "f-cheap"]
     );
 }
