@@ -1,5 +1,7 @@
 //! The admin listener: Prometheus metrics and probes, apart from client traffic.
 
+use std::{future::Future, pin::Pin, sync::Arc};
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -12,12 +14,28 @@ use crate::{
     server::{body, body::Body, stack},
 };
 
-/// Answers `GET /metrics`, `/health` and `/ready` on the admin port.
+/// Routes the binary mounts on the admin listener, e.g. the controller's
+/// `/status` and `/fleet` under `serve`. They are asked first.
+pub trait AdminRoutes: Send + Sync + 'static {
+    /// Whether `path` is one of these routes.
+    fn serves(&self, path: &str) -> bool;
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+}
+
+/// Answers `GET /metrics`, `/health` and `/ready` on the admin port, and
+/// whatever `extra` serves.
 pub async fn handle(
     prometheus: PrometheusHandle,
     fleet: FleetView,
+    extra: Option<Arc<dyn AdminRoutes>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if let Some(extra) = extra.filter(|x| x.serves(req.uri().path())) {
+        return extra.handle(req).await;
+    }
     if req.method() != Method::GET {
         return ApiError::MethodNotAllowed(req.method().to_string()).into_response();
     }

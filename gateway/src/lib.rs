@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demand;
 pub mod error;
 pub mod metrics;
 pub mod openai;
@@ -18,4 +19,4 @@ pub mod server;
 pub mod upstream;
 pub mod usage;
 
-pub use server::run::{Gateway, Running, StartError};
+pub use server::run::{Extras, Gateway, Running, StartError};

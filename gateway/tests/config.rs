@@ -1,10 +1,14 @@
 //! Config files and the CLI: every example parses, `check-config` names each problem by key path, quick start and `serve` answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use std::{path::Path, process::Command};
 
-use leasegate_gateway::config::Config;
+use leasegate_gateway::{
+    cli::unified::{self, Defaults},
+    config::Config,
+};
 
 fn repo_config_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
@@ -16,13 +20,14 @@ fn every_example_config_parses() {
     for entry in std::fs::read_dir(repo_config_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            if let Err(e) = Config::load(&path) {
+            // The binary's loader: gateway and controller sections alike.
+            if let Err(e) = unified::load(Some(&path), Defaults::None) {
                 panic!("{e}");
             }
             seen += 1;
         }
     }
-    assert!(seen >= 2, "expected the example configs in config/");
+    assert!(seen >= 3, "expected the example configs in config/");
 }
 
 #[test]
@@ -171,22 +176,61 @@ async fn quick_start_discovers_each_endpoints_models() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
+/// Starts the real binary and reads both announced addresses (API, admin).
+fn spawn_with_admin(args: &[&str]) -> (support::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leasegate"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = |prefix: &str| -> std::net::SocketAddr {
+        let line = lines.next().expect("a line on stdout").unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("unexpected line: {line}"))
+            .parse()
+            .unwrap()
+    };
+    let api = addr("leasegate listening on http://");
+    let admin = addr("leasegate admin on http://");
+    (support::Child(child, api), admin)
+}
+
+/// Polls `/v1/models` until `model` is listed (the controller leases the
+/// fleet first); bounded.
+async fn until_served(api: std::net::SocketAddr, model: &str) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while std::time::Instant::now() < end {
+        if support::get(api, "/v1/models").await.text().contains(model) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("{model} not served within 90s");
+}
+
 #[tokio::test]
 async fn serve_answers_from_the_demo_fleet() {
     let dir = std::env::temp_dir().join(format!("leasegate-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("serve.toml");
+    let state = dir.join("state.sqlite");
     std::fs::write(
         &cfg,
-        "[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        format!(
+            "[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[controller]\nstate_file = {:?}\n",
+            state.display().to_string()
+        ),
     )
     .unwrap();
     let cfg_arg = cfg.display().to_string();
-    let child = tokio::task::spawn_blocking(move || {
-        support::spawn_leasegate(&["serve", "--config", &cfg_arg])
-    })
-    .await
-    .unwrap();
+    let (child, admin) =
+        tokio::task::spawn_blocking(move || spawn_with_admin(&["serve", "--config", &cfg_arg]))
+            .await
+            .unwrap();
+    until_served(child.1, "llama-3.1-8b-instruct").await;
     let reply = support::post(
         child.1,
         "/v1/chat/completions",
@@ -195,6 +239,29 @@ async fn serve_answers_from_the_demo_fleet() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().ends_with("data: [DONE]\n\n"));
+
+    // `status` asks the admin listener and prints pools, leases and spend.
+    let admin_url = format!("http://{admin}");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_leasegate"))
+            .args(["status", "--admin", &admin_url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    println!("{table}");
+    for want in ["POOL", "llama", "PROVIDER", "RUNWAY", "spend: $"] {
+        assert!(table.contains(want), "`{want}` missing from:\n{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("akash1sim-") && l.contains("ready")),
+        "no ready lease in:\n{table}"
+    );
     drop(child);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -173,7 +173,7 @@ async fn a_slowed_lease_pool_spills_on_its_queue_and_comes_back() {
     let r = slow_replica(model, 100, 5, 1).await;
     let cloud = replica(&[model]).await;
     let toml = format!(
-        "{PATIENT}\n[[pools]]\nmodel = \"{model}\"\nslo_ttft = \"1500ms\"\ntime_per_output_token = \"1s\"\n{}",
+        "{PATIENT}\n[[overflow.pools]]\nmodel = \"{model}\"\nslo_ttft = \"1500ms\"\ntime_per_output_token = \"1s\"\n{}",
         fallback_toml(&cloud.url(), model, 1.0, 2.0)
     );
     let gw = gateway(&toml, vec![lease("slow-lease", &r, model, 16)]).await;

@@ -1,24 +1,21 @@
-//! The `leasegate` command line: subcommands, quick-start discovery and the demo fleet.
+//! The `leasegate` command line: subcommands and the wiring of gateway, controller and market.
 
-mod demo;
+pub mod control;
+pub mod feed;
+pub mod gateway;
+pub mod serve;
 mod spec;
+pub mod status;
+pub mod unified;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
-use http::{Request, header};
-use http_body_util::{BodyExt, Full};
-use leasegate_fleet::Snapshot;
-use tokio::sync::watch;
 
 pub use spec::{EndpointArg, FallbackArg};
+use unified::{Defaults, MarketKind};
 
-use crate::{
-    Gateway, Running,
-    config::{Config, ConfigError},
-    upstream,
-};
+use crate::{Running, config::ConfigError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,18 +39,47 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Gateway over a demo fleet of simulated replicas (no GPU, no account). The default.
+    /// Gateway and controller in one process, on the simulated market by
+    /// default (no GPU, no account). The default command.
     Serve {
+        /// Sections in this file replace the built-in ones (config/serve.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Seed of the simulated market (overrides [market.sim] seed).
+        #[arg(long)]
+        seed: Option<u64>,
     },
-    /// Data plane only, over the endpoints given here and/or in a config file.
+    /// Data plane only: endpoints given here and/or in a config file, or a
+    /// controller's fleet followed over HTTP.
     Gateway(GatewayArgs),
+    /// Control plane only, with an admin listener serving /fleet, /status and /metrics.
+    Controller {
+        /// Sections in this file replace the built-in ones (config/serve.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides [market] kind.
+        #[arg(long, value_enum)]
+        market: Option<MarketKind>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Admin listener (default [controller] admin, 127.0.0.1:9091).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
     /// Validate a config file; prints every problem with its key path.
     CheckConfig { file: PathBuf },
+    /// Print pools, leases and spend of a running `serve` or `controller`.
+    Status {
+        /// The admin listener of the running process.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// The status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct GatewayArgs {
     /// `URL[,key_env=NAME][,region=CODE][,lat=F,lon=F][,max_concurrency=N][,engine=vllm|tgi|openai][,id=ID]`;
     /// its models are discovered from `URL/v1/models`.
@@ -70,6 +96,16 @@ pub struct GatewayArgs {
     pub admin_listen: Option<SocketAddr>,
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Follow this controller's fleet (its admin URL, e.g. http://10.0.0.2:9091).
+    #[arg(long, value_name = "URL")]
+    pub fleet_from: Option<String>,
+    /// The variable holding the controller's admin token.
+    #[arg(long, value_name = "NAME", default_value = "LEASEGATE_ADMIN_TOKEN")]
+    pub fleet_token_env: String,
+    /// Where the last fleet snapshot is kept for restarts (default:
+    /// fleet-cache.json next to the controller state file).
+    #[arg(long, value_name = "FILE")]
+    pub fleet_cache: Option<PathBuf>,
 }
 
 /// Sets up logging: `RUST_LOG` filters, default `info`.
@@ -87,10 +123,36 @@ pub fn init_tracing(format: LogFormat) {
 
 /// Runs the parsed command to completion.
 pub async fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: None,
+        seed: None,
+    });
+    let result = match command {
         Command::CheckConfig { file } => return check_config(&file),
-        Command::Serve { config } => serve(config).await,
-        Command::Gateway(args) => gateway(args).await,
+        Command::Status { admin, json } => status::status(&admin, json).await,
+        Command::Serve { config, seed } => match load(config.as_deref(), Defaults::Serve) {
+            Ok(u) => serve::serve(u, seed).await,
+            Err(e) => Err(e),
+        },
+        Command::Controller {
+            config,
+            market,
+            seed,
+            admin_listen,
+        } => match load(config.as_deref(), Defaults::Serve) {
+            Ok(mut u) => {
+                if let Some(m) = market {
+                    u.control.market.kind = m;
+                }
+                let admin = admin_listen.unwrap_or(u.control.controller.admin);
+                serve::controller(u, seed, admin).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Gateway(args) => match load(args.config.as_deref(), Defaults::None) {
+            Ok(u) => gateway::gateway(args, u).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,16 +163,21 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn load(path: Option<&std::path::Path>, defaults: Defaults) -> CliResult<unified::Unified> {
+    Ok(unified::load(path, defaults)?)
+}
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(c) => {
+    match unified::load(Some(file), Defaults::None) {
+        Ok(u) => {
             println!(
-                "{}: ok ({} endpoint(s), {} fallback(s))",
+                "{}: ok ({} endpoint(s), {} fallback(s), {} pool(s))",
                 file.display(),
-                c.endpoints.len(),
-                c.fallbacks.len()
+                u.gateway.endpoints.len(),
+                u.gateway.fallbacks.len(),
+                u.control.pools.len(),
             );
             ExitCode::SUCCESS
         }
@@ -124,116 +191,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, Box<dyn std::error::Error>> {
-    match path {
-        Some(p) => Ok(Config::load(p)?),
-        None => Config::parse("").map_err(|_| "built-in defaults do not parse".into()),
-    }
-}
-
-async fn serve(config: Option<PathBuf>) -> CliResult {
-    let config = load_or_default(config.as_deref())?;
-    let demo = demo::DemoFleet::start().await?;
-    let running = Gateway::start(config, demo.fleet()).await?;
-    announce(&running);
-    running.run_until_signal().await;
-    demo.shutdown().await;
-    Ok(())
-}
-
-async fn gateway(args: GatewayArgs) -> CliResult {
-    let mut config = load_or_default(args.config.as_deref())?;
-    if let Some(addr) = args.listen {
-        config.listen.api = addr;
-    }
-    if let Some(addr) = args.admin_listen {
-        config.listen.admin = addr;
-    }
-    if args.endpoints.is_empty() && config.endpoints.is_empty() {
-        return Err(
-            "no endpoints: give --endpoint URL (repeatable) or a --config with [[endpoints]]"
-                .into(),
-        );
-    }
-    let client = upstream::build_client(config.timeouts.connect)?;
-    let base = config.endpoints.len();
-    let mut all_models = Vec::new();
-    for (i, arg) in args.endpoints.into_iter().enumerate() {
-        let models = discover_models(&client, &arg).await?;
-        tracing::info!(endpoint = %arg.url, ?models, "discovered models");
-        all_models.extend(models.iter().cloned());
-        config.endpoints.push(arg.into_spec(base + i, models));
-    }
-    all_models.extend(
-        config
-            .endpoints
-            .iter()
-            .flat_map(|e| e.models.iter().cloned()),
-    );
-    all_models.sort();
-    all_models.dedup();
-    let base = config.fallbacks.len();
-    for (i, arg) in args.fallbacks.into_iter().enumerate() {
-        config.fallbacks.push(arg.into_spec(base + i, &all_models));
-    }
-    // Quick start has no controller: the fleet is the config's own endpoints.
-    let (_fleet_tx, fleet_rx) = watch::channel(Arc::new(Snapshot {
-        version: 1,
-        ..Snapshot::default()
-    }));
-    let running = Gateway::start(config, fleet_rx).await?;
-    announce(&running);
-    running.run_until_signal().await;
-    Ok(())
-}
-
 /// Scripts read the bound addresses from stdout (useful with port 0).
 fn announce(running: &Running) {
     println!("leasegate listening on http://{}", running.api_addr);
     println!("leasegate admin on http://{}", running.admin_addr);
-}
-
-/// Asks an endpoint which models it serves, like vllm-router's `--worker-urls`.
-async fn discover_models(
-    client: &upstream::HttpClient,
-    arg: &EndpointArg,
-) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    let base = crate::config::base_url(&arg.url);
-    let mut req = Request::get(format!("{base}/v1/models")).body(Full::new(Bytes::new()))?;
-    if let Some(var) = &arg.key_env {
-        let key = std::env::var(var)
-            .map_err(|_| format!("{}: environment variable {var} is not set", arg.url))?;
-        req.headers_mut()
-            .insert(header::AUTHORIZATION, format!("Bearer {key}").parse()?);
-    }
-    let fail = |why: String| format!("cannot discover the models of {}: {why}", arg.url);
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| fail("no answer within 10s".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("status {}", resp.status())).into());
-    }
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let list: ModelList =
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| fail(e.to_string()))?;
-    let models: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
-    if models.is_empty() {
-        return Err(fail("it lists no models".into()).into());
-    }
-    Ok(models)
-}
-
-#[derive(serde::Deserialize)]
-struct ModelList {
-    data: Vec<ModelEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct ModelEntry {
-    id: String,
 }

@@ -16,12 +16,14 @@ use super::{
 use crate::{health::HealthConfig, route::RoutingWeights};
 
 /// Converts the parsed TOML table; `None` only when problems were recorded.
-pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
+/// `extra` names sections the caller took out first (they are not unknown).
+pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) -> Option<Config> {
     for key in table.keys() {
         if !raw::SECTIONS.contains(&key.as_str()) {
+            let known: Vec<&str> = raw::SECTIONS.iter().chain(extra).copied().collect();
             p.push(
                 key.clone(),
-                format!("unknown key, expected one of {}", raw::SECTIONS.join(", ")),
+                format!("unknown key, expected one of {}", known.join(", ")),
             );
         }
     }

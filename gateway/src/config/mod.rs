@@ -6,6 +6,17 @@ mod typed;
 
 use std::{fmt, path::Path};
 
+/// A file's gateway config and the raw sections other parts of the binary
+/// own (the controller's), with every problem found so far.
+#[derive(Debug)]
+pub struct Sections {
+    /// `None` when the gateway sections have problems.
+    pub config: Option<Config>,
+    /// The caller's sections that were present, still as TOML.
+    pub extra: toml::Table,
+    pub problems: Vec<Problem>,
+}
+
 pub(crate) use convert::duration;
 pub use typed::{
     ClientKeys, Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec,
@@ -76,19 +87,41 @@ impl Config {
 
     /// Converts TOML text; `Err` lists every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let s = Self::parse_sections(text, &[]);
+        match s.config {
+            Some(c) if s.problems.is_empty() => Ok(c),
+            _ => Err(s.problems),
+        }
+    }
+
+    /// Converts the gateway's sections of TOML text and hands back the
+    /// sections named in `extra` untouched, so a caller can deserialize
+    /// them with types this crate does not know. Problems of the gateway
+    /// sections are in [`Sections::problems`]; the caller adds its own.
+    pub fn parse_sections(text: &str, extra: &[&str]) -> Sections {
         let mut problems = Problems::default();
-        let table: toml::Table = match text.parse() {
+        let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
                 problems.push("", e.to_string().trim_end());
-                return Err(problems.0);
+                return Sections {
+                    config: None,
+                    extra: toml::Table::new(),
+                    problems: problems.0,
+                };
             }
         };
-        let config = convert::convert(table, &mut problems);
-        if problems.0.is_empty() {
-            config.ok_or_else(Vec::new)
-        } else {
-            Err(problems.0)
+        let mut taken = toml::Table::new();
+        for name in extra {
+            if let Some(v) = table.remove(*name) {
+                taken.insert((*name).to_owned(), v);
+            }
+        }
+        let config = convert::convert(table, extra, &mut problems);
+        Sections {
+            config: config.filter(|_| problems.0.is_empty()),
+            extra: taken,
+            problems: problems.0,
         }
     }
 }

@@ -17,7 +17,6 @@ pub const SECTIONS: &[&str] = &[
     "geo",
     "routing",
     "overflow",
-    "pools",
     "spend",
     "endpoints",
     "fallbacks",

@@ -35,6 +35,23 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway;
 
+/// What a binary adds to a gateway: a controller to report demand to and
+/// admin routes of its own. The default adds nothing.
+#[derive(Clone, Default)]
+pub struct Extras {
+    pub demand: Option<Arc<crate::demand::DemandMeter>>,
+    pub admin: Option<Arc<dyn admin::AdminRoutes>>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("demand", &self.demand.is_some())
+            .field("admin", &self.admin.is_some())
+            .finish()
+    }
+}
+
 /// A started gateway: its bound addresses and the handle to stop it.
 #[derive(Debug)]
 pub struct Running {
@@ -53,6 +70,15 @@ impl Gateway {
     pub async fn start(
         config: Config,
         fleet_rx: watch::Receiver<Arc<Snapshot>>,
+    ) -> Result<Running, StartError> {
+        Self::start_with(config, fleet_rx, Extras::default()).await
+    }
+
+    /// [`Gateway::start`] with a binary's [`Extras`].
+    pub async fn start_with(
+        config: Config,
+        fleet_rx: watch::Receiver<Arc<Snapshot>>,
+        extras: Extras,
     ) -> Result<Running, StartError> {
         let prometheus = metrics::install();
         let config = Arc::new(config);
@@ -80,6 +106,7 @@ impl Gateway {
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
             geo,
             accounting: crate::usage::stage::Accounting::new(&config, Vec::new()),
+            demand: extras.demand,
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -96,11 +123,19 @@ impl Gateway {
             super::stack::handle(Arc::clone(&shared), req, peer)
         });
         let admin_fleet = fleet.clone();
+        let admin_extra = extras.admin;
         let admin_task = serve(
             admin_listener,
             admin_opts,
             shutdown_rx,
-            move |req, _peer| admin::handle(prometheus.clone(), admin_fleet.clone(), req),
+            move |req, _peer| {
+                admin::handle(
+                    prometheus.clone(),
+                    admin_fleet.clone(),
+                    admin_extra.clone(),
+                    req,
+                )
+            },
         );
         tracing::info!(%api_addr, %admin_addr, tls = config.listen.tls.is_some(), "gateway started");
         Ok(Running {
@@ -151,9 +186,21 @@ fn spawn_merge(
     })
 }
 
-/// The controller's fleet plus static endpoints and fallbacks from config.
+/// The controller's fleet plus static endpoints and fallbacks from config,
+/// under the controller's version. Config wins an id both use: the
+/// controller's endpoint is left out (its ids are `lease-<dseq>`).
 pub fn with_config_endpoints(snapshot: &Snapshot, config: &Config) -> Snapshot {
     let mut merged = snapshot.clone();
+    let taken = |id: &str| {
+        config.endpoints.iter().any(|e| e.id == id) || config.fallbacks.iter().any(|f| f.id == id)
+    };
+    merged.endpoints.retain(|e| {
+        let keep = !taken(&e.id);
+        if !keep {
+            tracing::warn!(endpoint = %e.id, "controller endpoint shadowed by a config endpoint of the same id");
+        }
+        keep
+    });
     merged
         .endpoints
         .extend(config.endpoints.iter().map(|e| e.to_fleet()));

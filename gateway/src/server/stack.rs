@@ -23,7 +23,7 @@ use crate::{
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
     usage::{
         Metered,
-        stage::{Accounting, Plan, demand_region},
+        stage::{Accounting, Plan},
     },
 };
 
@@ -39,6 +39,8 @@ pub struct Shared {
     pub geo: Option<GeoDb>,
     /// Overflow, spend caps, usage and cost.
     pub accounting: Accounting,
+    /// Demand counts for the controller, when one listens.
+    pub demand: Option<Arc<crate::demand::DemandMeter>>,
 }
 
 /// The API paths that proxy to an upstream.
@@ -205,11 +207,20 @@ async fn dispatch(
             .selector
             .order(&route, &shared.fleet.current().candidates(pool_model))
     };
-    let region = demand_region(&located);
     let plan = shared
         .accounting
-        .plan(pool_model, region, order, None, reselect, &mut ctx.route)
-        .await?;
+        .plan(pool_model, order, None, reselect, &mut ctx.route)
+        .await;
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Refused at the spend cap: unmet demand the controller should see as overflow.
+            if let Some(meter) = &shared.demand {
+                meter.record(pool_model, route.client_location, true);
+            }
+            return Err(e);
+        }
+    };
     ctx.capped = plan.capped;
     // 10. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
@@ -231,6 +242,15 @@ async fn dispatch(
     let forwarded = shared.upstream.forward(&out, &plan.order, &mut trace).await;
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
+    // 10b. Demand for the controller, failed requests included; a fallback answer is overflow.
+    if let Some(meter) = &shared.demand {
+        let overflow = ctx
+            .endpoint
+            .as_deref()
+            .and_then(|id| state.endpoint(id))
+            .is_some_and(|e| e.spec.kind == leasegate_fleet::Kind::Fallback);
+        meter.record(pool_model, route.client_location, overflow);
+    }
     let forwarded = forwarded?;
     ctx.ttfb = Some(forwarded.ttfb);
     if let Some(endpoint) = &ctx.endpoint {

@@ -1,4 +1,8 @@
-//! The `[overflow]`, `[[pools]]` and `[spend]` sections: per-pool overflow mode and SLO, and the fallback spend caps.
+//! The `[overflow]` and `[spend]` sections: per-pool overflow mode and SLO, and the fallback spend caps.
+//!
+//! Per-pool settings live under `[[overflow.pools]]`: top-level `[[pools]]`
+//! is the controller's (what to lease), and a pool served only by static
+//! endpoints and fallbacks still needs an overflow mode.
 //!
 //! ```toml
 //! [overflow]                      # defaults for every pool without its own entry
@@ -6,7 +10,7 @@
 //! slo_ttft = "2s"                 # time-to-first-token objective
 //! time_per_output_token = "50ms"  # the pool's decode pace, prices a queued request
 //!
-//! [[pools]]
+//! [[overflow.pools]]
 //! model = "llama-3.1-8b-instruct" # the pool's model (an alias target)
 //! mode = "fallback-first"
 //! slo_ttft = "1500ms"
@@ -32,6 +36,8 @@ struct RawOverflow {
     mode: Option<String>,
     slo_ttft: Option<String>,
     time_per_output_token: Option<String>,
+    /// Checked element by element, so each bad pool is reported by index.
+    pools: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +129,7 @@ fn usd(path: &str, v: Option<f64>, p: &mut Problems) -> Option<f64> {
 
 /// Removes and converts this module's sections from the config table.
 pub(crate) fn convert(table: &mut toml::Table, p: &mut Problems) -> UsageConfig {
-    let overflow: RawOverflow = table
+    let mut overflow: RawOverflow = table
         .remove("overflow")
         .and_then(|v| take(v, "overflow", p))
         .unwrap_or_default();
@@ -136,11 +142,11 @@ pub(crate) fn convert(table: &mut toml::Table, p: &mut Problems) -> UsageConfig 
         p,
     );
     let mut pools = HashMap::new();
-    match table.remove("pools") {
+    match overflow.pools.take() {
         None => {}
         Some(toml::Value::Array(items)) => {
             for (i, item) in items.into_iter().enumerate() {
-                let at = format!("pools[{i}]");
+                let at = format!("overflow.pools[{i}]");
                 let Some(raw) = take::<RawPool>(item, &at, p) else {
                     continue;
                 };
@@ -163,7 +169,10 @@ pub(crate) fn convert(table: &mut toml::Table, p: &mut Problems) -> UsageConfig 
                 }
             }
         }
-        Some(_) => p.push("pools", "expected an array of tables ([[pools]])"),
+        Some(_) => p.push(
+            "overflow.pools",
+            "expected an array of tables ([[overflow.pools]])",
+        ),
     }
     let raw: RawSpend = table
         .remove("spend")
@@ -218,7 +227,7 @@ mod tests {
             r#"
             [overflow]
             slo_ttft = "3s"
-            [[pools]]
+            [[overflow.pools]]
             model = "a"
             mode = "cheapest-within-slo"
             [spend]
@@ -247,11 +256,11 @@ mod tests {
     fn every_bad_value_is_reported_with_its_key_path() {
         let errs = parse(
             r#"
-            [[pools]]
+            [[overflow.pools]]
             model = "a"
             mode = "fastest"
             slo_ttft = "soon"
-            [[pools]]
+            [[overflow.pools]]
             model = "a"
             [spend]
             fallback_daily_usd = -1.0
@@ -261,9 +270,9 @@ mod tests {
         .unwrap_err();
         let text = errs.join("\n");
         for needle in [
-            "pools[0].mode",
-            "pools[0].slo_ttft",
-            "pools[1].model",
+            "overflow.pools[0].mode",
+            "overflow.pools[0].slo_ttft",
+            "overflow.pools[1].model",
             "spend.fallback_daily_usd",
             "spend.on_cap",
         ] {

@@ -14,7 +14,6 @@
 pub mod body;
 pub mod config;
 pub mod cost;
-pub mod demand;
 pub mod overflow;
 pub mod scan;
 pub mod spend;

@@ -16,15 +16,9 @@ use tokio::time::Instant;
 use super::{
     Charge, CostRecorder, Decision, FallbackLoad, FallbackPrice, Inputs, LeaseLoad, Meter, OnCap,
     PolicyRule, Reason, Reservation, SpendCaps, SpendSink, SseFilter, Tier, Usage, UsageScan,
-    UsageSlot, config::UsageConfig, demand::DemandMeter, overflow, spend, splice,
+    UsageSlot, config::UsageConfig, overflow, spend, splice,
 };
-use crate::{
-    config::Config,
-    error::ApiError,
-    fleet::EndpointHandle,
-    geo::{Located, Location, LocationSource},
-    openai::Peek,
-};
+use crate::{config::Config, error::ApiError, fleet::EndpointHandle, openai::Peek};
 
 pub const OVERFLOW: &str = "leasegate_overflow_total";
 pub const OVERFLOW_CAPPED: &str = "leasegate_overflow_capped_total";
@@ -35,7 +29,6 @@ pub struct Accounting {
     config: UsageConfig,
     recorder: Arc<CostRecorder>,
     caps: Arc<SpendCaps>,
-    demand: DemandMeter,
 }
 
 /// The attempt order a request follows and what it reserved.
@@ -104,17 +97,11 @@ impl Accounting {
             config: config.usage.clone(),
             recorder: Arc::new(recorder),
             caps,
-            demand: DemandMeter::new(),
         }
     }
 
     pub fn caps(&self) -> &Arc<SpendCaps> {
         &self.caps
-    }
-
-    /// Request and overflow rates per pool and client region, for the controller.
-    pub fn demand(&self) -> &DemandMeter {
-        &self.demand
     }
 
     /// Spend since start and the saving against hyperscaler-only (for `status`).
@@ -143,13 +130,11 @@ impl Accounting {
 
     /// Decides the tier for a request and turns `order` into its attempt order.
     ///
-    /// `region` is the client's region, for the demand signal. `reselect`
-    /// gives a fresh order from the current fleet; a request queued at the
-    /// spend cap calls it while waiting for a lease.
+    /// `reselect` gives a fresh order from the current fleet; a request
+    /// queued at the spend cap calls it while waiting for a lease.
     pub async fn plan(
         &self,
         pool_model: &str,
-        region: &str,
         order: Vec<Arc<EndpointHandle>>,
         policy: Option<PolicyRule>,
         mut reselect: impl FnMut() -> Vec<Arc<EndpointHandle>>,
@@ -160,8 +145,6 @@ impl Accounting {
         let (mut decision, mut reservation) = self.admit(pool_model, &order, policy);
         *reason = Some(decision.reason.as_str());
         let capped = decision.capped;
-        self.demand
-            .record(pool_model, region, decision.is_overflow() || capped);
         if decision.blocked() {
             metrics::counter!(OVERFLOW_CAPPED, "model" => pool_model.to_owned(), "reason" => decision.reason.as_str()).increment(1);
             let reset = self.caps.check().err().map(|c| c.reset_in);
@@ -298,23 +281,6 @@ impl Accounting {
             _reservation: reservation,
         };
         (meter, slot, settle)
-    }
-}
-
-/// The client's region for the demand signal: the region a header named,
-/// else the continent GeoIP placed it on, else `unknown`. Continents keep
-/// the label set small and cost nothing per request; the controller maps
-/// them onto its regions.
-pub fn demand_region(located: &Located) -> &'static str {
-    match (located.source, &located.location) {
-        (LocationSource::RegionHeader(code), _) => code,
-        (
-            _,
-            Some(Location {
-                continent: Some(c), ..
-            }),
-        ) => c.code(),
-        _ => "unknown",
     }
 }
 

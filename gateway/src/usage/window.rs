@@ -1,4 +1,4 @@
-//! A sliding window of 60 buckets on tokio time: the memory behind the cost estimators and the demand rates.
+//! A sliding window of 60 buckets on tokio time: the memory behind the cost estimators.
 
 use std::time::Duration;
 
@@ -13,8 +13,7 @@ struct Bucket {
     amount: f64,
 }
 
-/// A count and an amount (tokens and dollars, requests and overflows) over
-/// the last 60 buckets.
+/// A count and an amount (tokens and dollars) over the last 60 buckets.
 ///
 /// A bucket is reused when its slot comes round again, so the window costs
 /// 60 buckets whatever the traffic, and it is exact to one bucket width.
@@ -31,11 +30,6 @@ impl Window {
     /// An hour in one-minute buckets.
     pub(crate) fn hour(epoch: Instant) -> Self {
         Self::with_width(epoch, Duration::from_secs(60))
-    }
-
-    /// A minute in one-second buckets.
-    pub(crate) fn minute(epoch: Instant) -> Self {
-        Self::with_width(epoch, Duration::from_secs(1))
     }
 
     fn with_width(epoch: Instant, width: Duration) -> Self {
@@ -120,15 +114,5 @@ mod tests {
         tokio::time::advance(HOUR).await;
         assert_eq!(w.sums(Instant::now()), (0, 0.0));
         assert!(w.idle(Instant::now()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_minute_window_forgets_after_sixty_seconds() {
-        let mut w = Window::minute(Instant::now());
-        w.add(Instant::now(), 3, 1.0);
-        tokio::time::advance(Duration::from_millis(59_500)).await;
-        assert_eq!(w.sums(Instant::now()), (3, 1.0));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(w.sums(Instant::now()), (0, 0.0));
     }
 }

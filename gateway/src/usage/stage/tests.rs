@@ -34,7 +34,7 @@ fn fill(view: &FleetView) -> Vec<InFlight> {
 
 async fn plan(acc: &Accounting, view: &FleetView) -> Result<Plan, ApiError> {
     let mut reason = None;
-    acc.plan("m", "eu", order(view), None, || order(view), &mut reason)
+    acc.plan("m", order(view), None, || order(view), &mut reason)
         .await
 }
 
