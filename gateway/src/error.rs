@@ -54,6 +54,8 @@ pub enum ApiError {
     UpstreamFailed,
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
+    #[error("capacity is exhausted and the overflow spend cap is reached; retry later")]
+    SpendCapReached { retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -67,7 +69,9 @@ impl ApiError {
             Self::UnknownModel(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UpstreamRateLimited | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamRateLimited | Self::RateLimited(_) | Self::SpendCapReached { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Overloaded | Self::NoUpstream(_) | Self::ResidencyUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -97,6 +101,7 @@ impl ApiError {
             Self::ResidencyUnavailable { .. } => ("server_error", "residency_unavailable"),
             Self::UpstreamFailed => ("server_error", "upstream_error"),
             Self::UpstreamTimeout => ("server_error", "upstream_timeout"),
+            Self::SpendCapReached { .. } => ("rate_limit_error", "spend_cap_reached"),
         }
     }
 
@@ -108,12 +113,13 @@ impl ApiError {
     }
 
     /// Seconds a client should wait before retrying, for the statuses that invite it.
-    fn retry_after(&self) -> Option<&'static str> {
+    fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Overloaded
             | Self::NoUpstream(_)
             | Self::UpstreamRateLimited
-            | Self::ResidencyUnavailable { .. } => Some("1"),
+            | Self::ResidencyUnavailable { .. } => Some(1),
+            Self::SpendCapReached { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ => None,
         }
     }
@@ -151,7 +157,7 @@ impl ApiError {
             HeaderValue::from_static("application/json"),
         );
         if let Some(secs) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Self::RateLimited(e) = &self {
             e.insert_headers(headers);
@@ -178,6 +184,9 @@ mod tests {
             ApiError::NoUpstream("m".into()),
             ApiError::UpstreamFailed,
             ApiError::UpstreamTimeout,
+            ApiError::SpendCapReached {
+                retry_after_secs: 5,
+            },
         ];
         for e in all {
             let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();

@@ -19,5 +19,6 @@ pub mod openai;
 pub mod reload;
 pub mod server;
 pub mod upstream;
+pub mod usage;
 
 pub use server::run::{Extras, Gateway, Running, StartError};

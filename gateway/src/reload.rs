@@ -327,6 +327,10 @@ fn prepare(
         return Err(problems);
     }
     let policy = Policy::new(config.keys.clone(), previous.map(|p| &p.policy));
+    let accounting = match previous {
+        Some(p) => p.accounting.reloaded(&config),
+        None => crate::usage::stage::Accounting::new(&config, Vec::new()),
+    };
     // The concurrency limit carries over unless its size changed: permits
     // held by requests in flight must keep counting against it.
     let limiter = match previous {
@@ -348,6 +352,7 @@ fn prepare(
         admin_token,
         generation,
         demand,
+        accounting,
     })
 }
 

@@ -34,15 +34,19 @@ async fn non_streaming_answer_is_byte_identical_to_the_replica() {
 #[tokio::test]
 async fn streaming_answer_is_byte_identical_to_the_replica() {
     let (r, gw) = single(&["m"]).await;
+    // A client that asks for usage gets the stream exactly as sent. One that
+    // does not is covered in overflow.rs: the gateway then adds the option
+    // and strips its effects.
+    let body = chat("m", true).replacen('{', r#"{"stream_options":{"include_usage":true},"#, 1);
     let direct = send(
         &r.url(),
         Method::POST,
         "/v1/chat/completions",
-        chat("m", true),
+        body.clone(),
         &[],
     )
     .await;
-    let via = post(gw.api_addr, "/v1/chat/completions", chat("m", true)).await;
+    let via = post(gw.api_addr, "/v1/chat/completions", body).await;
     assert_eq!(via.status, 200);
     assert!(via.text().ends_with("data: [DONE]\n\n"), "{}", via.text());
     assert_eq!(via.body, direct.body);

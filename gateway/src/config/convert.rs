@@ -45,6 +45,7 @@ pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) 
     }
     let endpoints: Vec<raw::Endpoint> = list(&mut table, "endpoints", p);
     let fallbacks: Vec<raw::Fallback> = list(&mut table, "fallbacks", p);
+    let usage = crate::usage::config::convert(&mut table, p);
 
     let config = Config {
         listen: convert_listen(listen, p),
@@ -67,6 +68,7 @@ pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) 
         health,
         geo: convert_geo(geo, p),
         routing,
+        usage,
     };
     check_unique_ids(&config, p);
     Some(config)
@@ -123,7 +125,12 @@ fn addr(path: &str, value: Option<String>, default: &str, p: &mut Problems) -> S
     }
 }
 
-fn duration(path: &str, value: Option<String>, default: Duration, p: &mut Problems) -> Duration {
+pub(crate) fn duration(
+    path: &str,
+    value: Option<String>,
+    default: Duration,
+    p: &mut Problems,
+) -> Duration {
     let Some(v) = value else { return default };
     match humantime::parse_duration(&v) {
         Ok(d) if !d.is_zero() => d,

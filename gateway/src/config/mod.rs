@@ -18,6 +18,7 @@ pub struct Sections {
     pub problems: Vec<Problem>,
 }
 
+pub(crate) use convert::duration;
 pub use policy::AdminConfig;
 pub use typed::{
     Config, EndpointSpec, FallbackSpec, GeoConfig, Limits, Listen, RegionSpec, RetryConfig,

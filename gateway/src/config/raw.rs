@@ -16,6 +16,8 @@ pub const SECTIONS: &[&str] = &[
     "health",
     "geo",
     "routing",
+    "overflow",
+    "spend",
     "endpoints",
     "fallbacks",
     "keys",

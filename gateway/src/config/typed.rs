@@ -26,6 +26,8 @@ pub struct Config {
     pub geo: GeoConfig,
     /// Weights of the scoring selector.
     pub routing: RoutingWeights,
+    /// Overflow modes and SLOs per pool, and the fallback spend caps.
+    pub usage: crate::usage::config::UsageConfig,
 }
 
 /// Locating clients for geographic routing.

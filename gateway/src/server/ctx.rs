@@ -24,6 +24,12 @@ pub struct RequestCtx {
     pub ttfb: Option<Duration>,
     /// The client key's admission, settled when the response ends.
     pub policy: PolicyCtx,
+    /// The overflow decision's reason (`within_slo`, `slo_breach`, ...).
+    pub route: Option<&'static str>,
+    /// The fallback spend cap stopped an overflow.
+    pub capped: bool,
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -46,6 +52,10 @@ impl RequestCtx {
             attempts: 0,
             ttfb: None,
             policy: PolicyCtx::default(),
+            route: None,
+            capped: false,
+            tokens: None,
+            cost_usd: None,
             _permit: permit,
         }
     }
@@ -72,6 +82,10 @@ impl RequestCtx {
             status,
             attempts = self.attempts,
             ttfb_ms = self.ttfb.map(|d| d.as_millis() as u64),
+            route = self.route.unwrap_or("-"),
+            capped = self.capped,
+            tokens = self.tokens,
+            cost_usd = self.cost_usd,
             duration_ms = elapsed.as_millis() as u64,
             end,
             "request"

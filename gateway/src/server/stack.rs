@@ -22,6 +22,10 @@ use crate::{
     policy::{AdminToken, Policy, answer, stage, usage::Price},
     route::{RouteRequest, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
+    usage::{
+        Metered,
+        stage::{Accounting, Plan},
+    },
 };
 
 /// What every request handler shares: one config generation, read-only; a
@@ -35,6 +39,8 @@ pub struct Shared {
     pub limiter: Arc<Semaphore>,
     /// GeoIP database, when configured.
     pub geo: Option<GeoDb>,
+    /// Overflow, spend caps, usage and cost.
+    pub accounting: Accounting,
     /// Demand counts for the controller, when one listens.
     pub demand: Option<Arc<crate::demand::DemandMeter>>,
     /// Client keys and their limiter state (carried across reloads).
@@ -76,21 +82,46 @@ pub async fn handle(
             with_request_id(resp, &request_id)
         }
         // 12. Relay the answer unbuffered; the access line is written, and the
-        //     key's tokens and spend settled, when it ends.
-        Ok(Reply::Proxied { forwarded, stream }) => {
+        //     key's tokens and spend settled, when it ends. The meter reads usage
+        //     as frames pass (and strips an injected usage chunk); the answer is
+        //     priced at its end.
+        Ok(Reply::Proxied {
+            forwarded,
+            stream,
+            strip,
+            plan,
+        }) => {
             let status = forwarded.response.status().as_u16();
             let served = forwarded.response.status().is_success();
             let started = ctx.started;
             let rates = ctx.policy.rates();
             let tap = ctx.policy.tap_slot();
+            let sse = stream && forwarded.response.status().is_success();
+            let (meter, slot, settle) =
+                shared
+                    .accounting
+                    .meter(forwarded.guard.endpoint(), sse, strip, Some(plan));
+            let key_name = ctx.policy.key.clone();
             let on_end: upstream::OnEnd = Box::new(move |end| {
                 ctx.policy.settle(served, ctx.started.elapsed());
+                let settled =
+                    settle.settle(ctx.model.as_deref().unwrap_or("-"), key_name.as_deref());
+                if let Some(reason) = settled.overflow {
+                    ctx.route = Some(reason.as_str());
+                }
+                ctx.tokens = settled.usage.map(|u| u.total_tokens);
+                ctx.cost_usd = settled.cost_usd;
                 ctx.finish(status, end.as_str());
             });
             let timeouts = shared.upstream.timeouts();
-            let resp =
-                upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end);
-            with_rates(resp.map(|b| tap.wrap(b)), &rates)
+            let mut resp =
+                upstream::relay_response(forwarded, stream, timeouts, started, &request_id, on_end)
+                    .map(|body| tap.wrap(Metered::new(body, meter, slot).boxed_unsync()));
+            if sse && strip {
+                // Stripping changes the length an upstream may have declared.
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+            }
+            with_rates(resp, &rates)
         }
         Err(err) => {
             let rates = ctx.policy.rates();
@@ -105,7 +136,13 @@ pub async fn handle(
 /// A response made here (logged now) or relayed from upstream (logged when its body ends).
 enum Reply {
     Local(Response<Body>),
-    Proxied { forwarded: Forwarded, stream: bool },
+    Proxied {
+        forwarded: Forwarded,
+        stream: bool,
+        /// The gateway added `include_usage`; the client must not see its effects.
+        strip: bool,
+        plan: Plan,
+    },
 }
 
 async fn dispatch(
@@ -150,6 +187,8 @@ async fn dispatch(
     let peek = openai::peek(&body)?;
     ctx.model = Some(peek.model.clone());
     ctx.stream = peek.stream;
+    // 6b. Usage: a stream must end with a usage chunk to be priced; add the option if missing.
+    let (body, strip) = shared.accounting.prepare_body(body, &peek);
     // 7. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
     let pool_model = shared
         .config
@@ -196,6 +235,27 @@ async fn dispatch(
         allowed_regions: pin.regions(),
     };
     let order = pin.apply(&peek.model, shared.selector.order(&route, &candidates))?;
+    // 10b. Overflow: leases or the fallback tier first, within the fallback spend caps.
+    let reselect = || {
+        shared
+            .selector
+            .order(&route, &shared.fleet.current().candidates(pool_model))
+    };
+    let plan = shared
+        .accounting
+        .plan(pool_model, order, None, reselect, &mut ctx.route)
+        .await;
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Refused at the spend cap: unmet demand the controller should see as overflow.
+            if let Some(meter) = &shared.demand {
+                meter.record(pool_model, route.client_location, true);
+            }
+            return Err(e);
+        }
+    };
+    ctx.capped = plan.capped;
     // 11. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
         .uri
@@ -213,7 +273,7 @@ async fn dispatch(
         started: ctx.started,
     };
     let mut trace = Trace::default();
-    let forwarded = shared.upstream.forward(&out, &order, &mut trace).await;
+    let forwarded = shared.upstream.forward(&out, &plan.order, &mut trace).await;
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
     // 10b. Demand for the controller, failed requests included; a fallback answer is overflow.
@@ -235,6 +295,8 @@ async fn dispatch(
     Ok(Reply::Proxied {
         forwarded,
         stream: peek.stream,
+        strip,
+        plan,
     })
 }
 
