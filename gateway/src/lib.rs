@@ -6,3 +6,4 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod route;
+pub mod usage;

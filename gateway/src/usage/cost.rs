@@ -1,0 +1,290 @@
+//! Prices each answer's usage and records tokens and dollars per model, path and client key.
+//!
+//! **Fallbacks** are billed as the provider bills: input and output tokens
+//! at their configured price per 1M.
+//!
+//! **Leases and static endpoints** cost $/h whether busy or idle, so a
+//! token's price is the endpoint's hourly spend spread over the tokens it
+//! served. The estimator keeps, per endpoint, the tokens of the last hour
+//! in one-minute buckets and charges
+//!
+//! ```text
+//! usd_per_token = price_per_hour × covered_hours / tokens_in_window
+//! ```
+//!
+//! where the window includes the request being charged and `covered_hours`
+//! is the part of the hour the endpoint has been serving (at least one
+//! minute, at most one hour), so an endpoint that started ten minutes ago
+//! is charged for ten minutes, not an hour. Under steady traffic the
+//! charges of an hour add up to the hour's price. A busy lease is cheap per
+//! token and a nearly idle one is dear, which is the signal operators and
+//! the overflow decision want; the bias is that a quiet period followed by
+//! a burst charges the burst's first requests for the quiet (the estimate
+//! lags by up to the window).
+//!
+//! Metrics (labels bounded by config: models, three paths, key names):
+//! - `leasegate_tokens_total{model,path,key}` (counter);
+//! - `leasegate_cost_usd_total{model,path,key}`: a gauge only ever increased,
+//!   because the metrics crate's counters are integers;
+//! - `leasegate_cost_per_1m_tokens_usd{model,path}`: dollars per 1M tokens over
+//!   the last hour.
+//!
+//! `key` is the client key's configured name (`-` without one), never the
+//! key or its hash.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use leasegate_fleet::{Endpoint, Kind};
+use metrics::{Counter, Gauge};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{SpendCaps, Usage, window::Window};
+
+pub const TOKENS: &str = "leasegate_tokens_total";
+pub const COST: &str = "leasegate_cost_usd_total";
+pub const COST_PER_1M: &str = "leasegate_cost_per_1m_tokens_usd";
+
+/// Which tier served a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    Lease,
+    Static,
+    Fallback,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Lease => "lease",
+            Path::Static => "static",
+            Path::Fallback => "fallback",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Path::Lease => 0,
+            Path::Static => 1,
+            Path::Fallback => 2,
+        }
+    }
+
+    const ALL: [Path; 3] = [Path::Lease, Path::Static, Path::Fallback];
+}
+
+impl From<Kind> for Path {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Lease => Path::Lease,
+            Kind::Static => Path::Static,
+            Kind::Fallback => Path::Fallback,
+        }
+    }
+}
+
+/// A fallback's list prices.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FallbackPrice {
+    pub input_per_1m_usd: f64,
+    pub output_per_1m_usd: f64,
+}
+
+impl FallbackPrice {
+    pub fn cost(&self, u: &Usage) -> f64 {
+        (u.prompt_tokens as f64 * self.input_per_1m_usd
+            + u.completion_tokens as f64 * self.output_per_1m_usd)
+            / 1e6
+    }
+}
+
+/// One finished answer to price.
+#[derive(Clone, Copy, Debug)]
+pub struct Charge<'a> {
+    /// The model as the client named it.
+    pub model: &'a str,
+    pub endpoint: &'a Endpoint,
+    /// The client key's configured name.
+    pub key: Option<&'a str>,
+    pub usage: Usage,
+}
+
+/// What one answer cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spend {
+    pub path: Path,
+    pub tokens: u64,
+    pub usd: f64,
+}
+
+/// Told about every priced answer, e.g. per-key budgets.
+///
+/// Called on the request's end hook, synchronously: it must not block.
+pub trait SpendSink: Send + Sync + fmt::Debug {
+    fn spent(&self, key: Option<&str>, model: &str, spend: &Spend);
+}
+
+/// Metric handles for one (model, key), registered once and reused.
+#[derive(Debug)]
+struct KeyHandles {
+    tokens: [Counter; 3],
+    cost: [Gauge; 3],
+}
+
+#[derive(Debug)]
+struct ModelState {
+    windows: [Window; 3],
+    per_1m: [Gauge; 3],
+    keys: HashMap<String, KeyHandles>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    endpoints: HashMap<String, Window>,
+    models: HashMap<String, ModelState>,
+}
+
+/// Prices usage, records metrics, feeds the fallback spend caps and the sinks.
+#[derive(Debug)]
+pub struct CostRecorder {
+    epoch: Instant,
+    prices: HashMap<String, FallbackPrice>,
+    caps: Option<Arc<SpendCaps>>,
+    sinks: Vec<Arc<dyn SpendSink>>,
+    state: Mutex<State>,
+}
+
+impl CostRecorder {
+    /// `prices`: fallback endpoint id to its prices.
+    pub fn new(prices: HashMap<String, FallbackPrice>, caps: Option<Arc<SpendCaps>>) -> Self {
+        Self {
+            epoch: Instant::now(),
+            prices,
+            caps,
+            sinks: Vec::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Adds a consumer of every spend (a budget, a demand signal).
+    pub fn with_sink(mut self, sink: Arc<dyn SpendSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    pub fn caps(&self) -> Option<&Arc<SpendCaps>> {
+        self.caps.as_ref()
+    }
+
+    /// Prices one answer and records it everywhere.
+    pub fn record(&self, c: &Charge<'_>) -> Spend {
+        let now = Instant::now();
+        let path = Path::from(c.endpoint.kind);
+        let tokens = c.usage.total_tokens;
+        let spend = {
+            let mut state = self.state.lock();
+            let usd = match path {
+                Path::Fallback => match self.prices.get(&c.endpoint.id) {
+                    Some(p) => p.cost(&c.usage),
+                    None => {
+                        tracing::warn!(endpoint = %c.endpoint.id, "fallback without prices; charged 0");
+                        0.0
+                    }
+                },
+                Path::Lease | Path::Static => self.lease_cost(&mut state, now, c.endpoint, tokens),
+            };
+            let spend = Spend { path, tokens, usd };
+            self.record_metrics(&mut state, now, c, &spend);
+            spend
+        };
+        if path == Path::Fallback
+            && let Some(caps) = &self.caps
+        {
+            caps.add(spend.usd);
+        }
+        for sink in &self.sinks {
+            sink.spent(c.key, c.model, &spend);
+        }
+        spend
+    }
+
+    fn lease_cost(&self, state: &mut State, now: Instant, ep: &Endpoint, tokens: u64) -> f64 {
+        if !state.endpoints.contains_key(&ep.id) {
+            // Endpoints come and go with leases; forget the long-gone ones
+            // when a new one appears, so the map follows the fleet.
+            state.endpoints.retain(|_, w| !w.idle(now));
+        }
+        let w = state
+            .endpoints
+            .entry(ep.id.clone())
+            .or_insert_with(|| Window::new(self.epoch));
+        w.add(now, tokens, 0.0);
+        let (in_window, _) = w.sums(now);
+        if in_window == 0 || ep.price_per_hour_usd.is_nan() || ep.price_per_hour_usd <= 0.0 {
+            return 0.0;
+        }
+        let hours = w.covered(now).as_secs_f64() / 3600.0;
+        ep.price_per_hour_usd * hours * tokens as f64 / in_window as f64
+    }
+
+    fn record_metrics(&self, state: &mut State, now: Instant, c: &Charge<'_>, s: &Spend) {
+        let i = s.path.index();
+        let model = match state.models.get_mut(c.model) {
+            Some(m) => m,
+            None => state
+                .models
+                .entry(c.model.to_owned())
+                .or_insert_with(|| ModelState {
+                    windows: std::array::from_fn(|_| Window::new(self.epoch)),
+                    per_1m: Path::ALL.map(|p| {
+                        metrics::gauge!(COST_PER_1M, "model" => c.model.to_owned(), "path" => p.as_str())
+                    }),
+                    keys: HashMap::new(),
+                }),
+        };
+        let key = c.key.unwrap_or("-");
+        let handles = match model.keys.get(key) {
+            Some(h) => h,
+            None => model.keys.entry(key.to_owned()).or_insert_with(|| KeyHandles {
+                tokens: Path::ALL.map(|p| {
+                    metrics::counter!(TOKENS, "model" => c.model.to_owned(), "path" => p.as_str(), "key" => key.to_owned())
+                }),
+                cost: Path::ALL.map(|p| {
+                    metrics::gauge!(COST, "model" => c.model.to_owned(), "path" => p.as_str(), "key" => key.to_owned())
+                }),
+            }),
+        };
+        handles.tokens[i].increment(s.tokens);
+        handles.cost[i].increment(s.usd);
+        let w = &mut model.windows[i];
+        w.add(now, s.tokens, s.usd);
+        let (tokens, usd) = w.sums(now);
+        if tokens > 0 {
+            model.per_1m[i].set(usd / tokens as f64 * 1e6);
+        }
+    }
+
+    /// Dollars per token of one endpoint right now, for cheapest-first
+    /// choices: a fallback's blended list price, or a lease's estimate.
+    pub fn usd_per_1m(&self, ep: &Endpoint) -> Option<f64> {
+        match Path::from(ep.kind) {
+            Path::Fallback => self
+                .prices
+                .get(&ep.id)
+                .map(|p| (p.input_per_1m_usd + p.output_per_1m_usd) / 2.0),
+            Path::Lease | Path::Static => {
+                let now = Instant::now();
+                let state = self.state.lock();
+                let w = state.endpoints.get(&ep.id)?;
+                let (tokens, _) = w.sums(now);
+                (tokens > 0).then(|| {
+                    ep.price_per_hour_usd * w.covered(now).as_secs_f64() / 3600.0 / tokens as f64
+                        * 1e6
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
