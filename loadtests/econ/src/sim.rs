@@ -3,7 +3,7 @@
 //! model its service, report demand back, and account for every dollar.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,7 +235,8 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> StrategyReport {
     let mut demand = vec![RegionDemand::default(); regions.len()];
     let mut hist = TtftHistogram::default();
     let mut events = Events::default();
-    let mut replicas: HashMap<String, (Replica, f64)> = HashMap::new();
+    // Ordered, so sums over it come out the same every run.
+    let mut replicas: BTreeMap<String, (Replica, f64)> = BTreeMap::new();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut busy_slot_s = 0.0;
     let mut orphan_lease_s = 0.0;

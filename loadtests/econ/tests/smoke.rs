@@ -3,8 +3,10 @@
 //! feedback loop (overflow in a region → leases there → overflow falls).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::OnceLock;
+
 use leasegate_econ::report::Bucket;
-use leasegate_econ::{EconConfig, Report};
+use leasegate_econ::{EconConfig, Report, Strategy};
 
 const EU: usize = 1;
 
@@ -68,13 +70,24 @@ fn check_well_formed(report: &Report) {
     assert!(leases_only.lease_hours > 0.0);
 }
 
-#[test]
-fn smoke_hybrid_is_cheaper_has_no_orphans_and_overflow_falls_once_leases_are_ready() {
-    let cfg = EconConfig::smoke(1);
-    let report = leasegate_econ::run(&cfg).unwrap();
-    println!("{}", report.markdown());
-    check_well_formed(&report);
+/// One smoke run shared by the tests of this file (they run in parallel).
+fn smoke() -> &'static Report {
+    static REPORT: OnceLock<Report> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let report = leasegate_econ::run(&EconConfig::smoke(1)).unwrap();
+        println!("{}", report.markdown());
+        report
+    })
+}
 
+#[test]
+fn smoke_report_is_well_formed_with_no_orphaned_lease_hours() {
+    check_well_formed(smoke());
+}
+
+#[test]
+fn smoke_hybrid_costs_less_than_hyperscaler_only() {
+    let report = smoke();
     let hybrid = report.strategy("hybrid").unwrap();
     let fallback_only = report.strategy("hyperscaler-only").unwrap();
     assert!(
@@ -84,11 +97,16 @@ fn smoke_hybrid_is_cheaper_has_no_orphans_and_overflow_falls_once_leases_are_rea
         fallback_only.usd_per_1m_tokens
     );
     assert!(hybrid.lease_spend_usd > 0.0 && hybrid.fallback_spend_usd > 0.0);
+    // Overflow keeps the SLO that leases alone miss during the burst.
+    let leases_only = report.strategy("leases-only").unwrap();
+    assert!(hybrid.slo_attainment > leases_only.slo_attainment);
+}
 
-    // Europe.s demand grows sixfold at minute 60 (30 min warm-up + 30 min).
-    let (before, eu_leases_before, _) = window(&hybrid.series, EU, 45.0, 60.0);
-    let (burst, _, _) = window(&hybrid.series, EU, 60.0, 70.0);
-    let (settled, _, eu_leases_after) = window(&hybrid.series, EU, 90.0, 120.0);
+/// Item 5: overflow in a region is demand; the controller leases there, and
+/// once those leases are ready the region's overflow falls.
+#[test]
+fn overflow_in_a_region_brings_leases_there_and_then_falls() {
+    let hybrid = smoke().strategy("hybrid").unwrap();
     for (i, b) in hybrid.series.iter().enumerate() {
         let r = &b.regions[EU];
         println!(
@@ -100,6 +118,10 @@ fn smoke_hybrid_is_cheaper_has_no_orphans_and_overflow_falls_once_leases_are_rea
             r.ready_leases
         );
     }
+    // Europe's demand grows sixfold at minute 60 (30 min warm-up + 30 min).
+    let (before, eu_leases_before, _) = window(&hybrid.series, EU, 45.0, 60.0);
+    let (burst, _, _) = window(&hybrid.series, EU, 60.0, 70.0);
+    let (settled, _, eu_leases_after) = window(&hybrid.series, EU, 90.0, 120.0);
     assert!(before < 0.05, "no overflow before the burst: {before}");
     assert!(burst > 0.25, "the burst overflows at first: {burst}");
     assert!(
@@ -110,4 +132,17 @@ fn smoke_hybrid_is_cheaper_has_no_orphans_and_overflow_falls_once_leases_are_rea
         settled < burst / 4.0 && settled < 0.1,
         "overflow fell once the leases were ready: {burst} -> {settled}"
     );
+}
+
+#[test]
+fn same_seed_same_report() {
+    let mut cfg = EconConfig::smoke(3);
+    cfg.warmup_hours = 0.25;
+    cfg.hours = 0.25;
+    cfg.provider_failures_per_day = 96.0;
+    let a = leasegate_econ::run_one(&cfg, Strategy::Hybrid).unwrap();
+    let b = leasegate_econ::run_one(&cfg, Strategy::Hybrid).unwrap();
+    let json = |r: &leasegate_econ::StrategyReport| serde_json::to_string(r).unwrap();
+    assert!(a.requests > 0);
+    assert_eq!(json(&a), json(&b));
 }
