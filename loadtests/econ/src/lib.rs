@@ -189,5 +189,6 @@ pub fn run_one(cfg: &EconConfig, strategy: Strategy) -> std::io::Result<Strategy
         .enable_time()
         .start_paused(true)
         .build()?;
-    Ok(rt.block_on(sim::run(cfg, strategy)))
+    rt.block_on(sim::run(cfg, strategy))
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", strategy.as_str())))
 }

@@ -156,8 +156,8 @@ impl Fleet {
         })
     }
 
-    /// Seconds of active leases the controller does not track: a lease
-    /// whose tag names no live intent holding that deployment.
+    /// Active leases the controller does not track: a lease whose tag
+    /// names no live intent holding that deployment.
     fn orphans(&self, ledger: &Ledger) -> usize {
         let Ok(live) = self.store.intents(false) else {
             return 0;
@@ -186,20 +186,16 @@ struct RegionDemand {
     overflow_rps: f64,
 }
 
-pub async fn run(cfg: &EconConfig, strategy: Strategy) -> StrategyReport {
+/// Runs one strategy to the end of the horizon. Fails only when the
+/// controller cannot start (a bad pool or store).
+pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport, String> {
     let mut out = StrategyReport {
         strategy: strategy.as_str().into(),
         slo_ttft_s: cfg.slo_ttft.as_secs_f64(),
         ..StrategyReport::default()
     };
     let mut fleet = if strategy.uses_leases() {
-        match Fleet::start(cfg) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::error!(error = %e, "controller did not start");
-                return out;
-            }
-        }
+        Some(Fleet::start(cfg)?)
     } else {
         None
     };
@@ -404,7 +400,7 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> StrategyReport {
         0.0
     };
     out.reasons = reasons;
-    out
+    Ok(out)
 }
 
 fn secs(s: f64) -> Duration {
