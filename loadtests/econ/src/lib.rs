@@ -122,9 +122,9 @@ impl EconConfig {
     /// The CI smoke scale: flat demand (4, 3 and 2 rps), no random bursts
     /// or failures, and one hand-placed burst: Europe at 6x from minute 60
     /// to 120, so the overflow feedback can be watched. 30 min warm-up, then
-    /// 2.5 h measured.
+    /// 1.5 h measured (the run ends with the burst).
     pub fn smoke(seed: u64) -> Self {
-        let mut cfg = Self::full(seed, 2.5);
+        let mut cfg = Self::full(seed, 1.5);
         cfg.warmup_hours = 0.5;
         cfg.trace.trough_share = 1.0;
         cfg.trace.bursts_per_region_day = 0.0;
