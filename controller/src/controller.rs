@@ -40,12 +40,14 @@ impl std::fmt::Debug for Deps {
 
 impl Deps {
     pub fn new(market: Arc<dyn Market>, store: Arc<dyn Store>, prober: Arc<dyn Prober>) -> Self {
+        // An akash market needs its tagged templates; see `sdl::for_market`.
+        let render = sdl::for_market(market.name());
         Self {
             market,
             store,
             prober,
             signals: Signals::default(),
-            render: sdl::builtin(),
+            render,
             failpoint: None,
         }
     }

@@ -1,6 +1,7 @@
 //! The leasegate control plane: keeps each pool's fleet of leased replicas
 //! the right size, in the right regions, at the right price.
 
+pub mod akash;
 pub mod controller;
 pub mod demand;
 pub mod fleet;

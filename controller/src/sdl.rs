@@ -26,6 +26,18 @@ pub fn builtin() -> RenderSdl {
     Arc::new(|pool, input| Ok(render_builtin(pool, input.replica_key)))
 }
 
+/// The default renderer for a market, by [`crate::market::Market::name`]:
+/// the `deploy/akash/` templates for `akash` (they carry the tag
+/// placeholder its `create_deployment` needs; pass
+/// `akash::renderer((&AkashConfig).into())` to honour the operator's
+/// expose/auditor/price settings), the built-in template otherwise.
+pub fn for_market(name: &str) -> RenderSdl {
+    match name {
+        "akash" => crate::akash::renderer(crate::akash::RenderOptions::default()),
+        _ => builtin(),
+    }
+}
+
 /// YAML-quotes a value (double quotes, escaped) so a model name cannot
 /// break out of the template.
 fn q(s: &str) -> String {

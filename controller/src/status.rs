@@ -2,13 +2,13 @@
 //!
 //! Holds no secret: replica keys stay out of this view on purpose.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pool::Pool;
 use crate::reconcile::{Context, endpoint_id};
 use crate::store::{IntentKind, Step, StoreError};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControllerStatus {
     pub pools: Vec<PoolStatus>,
     pub leases: Vec<LeaseView>,
@@ -16,7 +16,7 @@ pub struct ControllerStatus {
     pub spend_usd_per_hour: f64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolStatus {
     pub name: String,
     pub model: String,
@@ -35,7 +35,7 @@ pub struct PoolStatus {
     pub retry_in_s: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseView {
     pub pool: String,
     pub endpoint_id: String,

@@ -1,17 +1,19 @@
 //! Crash safety: the controller dies at each step of an acquisition and
 //! restarts on the same SQLite file. The sim market's ledger must then show
-//! exactly the wanted leases, no orphan and no intent with two leases.
+//! exactly the wanted leases, no orphan and no intent with two leases (the
+//! scenario is `support::scenario::crash_at`, shared with the fake Console
+//! in `akash_controller.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use leasegate_controller::market::{Market, Tag};
 use leasegate_controller::reconcile::Failpoint;
 use leasegate_controller::{Controller, Deps};
+use support::scenario::{self, Harness};
 use support::*;
 
 const WANTED: usize = 2;
@@ -20,80 +22,23 @@ async fn crash_at(point: Failpoint, seed: u64) {
     let (market, mem) = sim(seed, |_| {});
     let path = store_path(&format!("crash-{point:?}"));
     let cfg = config(vec![pool(WANTED as u32, WANTED as u32)]);
-    {
-        let mut deps = Deps::new(market.clone(), open_store(&path), Arc::new(mem.clone()));
-        deps.failpoint = Some(point);
-        let (h, _rx) = Controller::start_with(cfg.clone(), deps);
-        assert!(
-            wait_until(Duration::from_secs(60), || h.crashed()).await,
-            "failpoint {point:?} never reached"
-        );
-        // Dropping the handle aborts everything, as a crash would.
-        drop(h);
-    }
-    let at_crash = market.ledger();
-    // The market lives on while the controller is down.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (h, rx) = Controller::start(
-        cfg,
-        market.clone(),
-        open_store(&path),
-        Arc::new(mem.clone()),
-    );
-    let ok = wait_until(Duration::from_secs(120), || {
-        rx.borrow().ready().count() == WANTED && market.ledger().idle_deployments().is_empty()
-    })
-    .await;
-    assert!(
-        ok,
-        "{point:?}: {:?}\n{:#?}",
-        h.status().unwrap(),
-        market.ledger()
-    );
-    // Let any cleanup still due happen, then judge by the market's books.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let ledger = market.ledger();
-    assert_eq!(
-        ledger.active_leases().len(),
-        WANTED,
-        "{point:?}: {ledger:#?}"
-    );
-    assert!(
-        ledger.idle_deployments().is_empty(),
-        "{point:?} orphans: {ledger:#?}"
-    );
-    assert_eq!(ledger.max_leases_per_intent(), 1, "{point:?}: {ledger:#?}");
-    // Every lease we pay for is one the gateway can use.
-    let published: HashSet<String> = rx.borrow().ready().map(|e| e.id.clone()).collect();
-    for d in ledger.active_leases() {
-        assert!(
-            published.contains(&format!("lease-{}", d.dseq)),
-            "{point:?}: unpublished {}",
-            d.dseq
-        );
-    }
-    assert_eq!(mem.running(), WANTED);
-    // What the crash left behind was finished, not thrown away (or, where
-    // the manifest was lost with the create's answer, closed unleased).
-    for d in &at_crash.deployments {
-        let now = ledger.by_dseq(&d.dseq).unwrap();
-        match point {
-            Failpoint::AfterCreate => {
-                assert!(
-                    now.closed_at.is_some() && now.lease.is_none(),
-                    "{point:?}: {now:#?}"
-                )
-            }
-            _ if d.lease.is_some() => assert!(now.has_active_lease(), "{point:?}: lease dropped"),
-            _ => {}
+    let harness = {
+        let (market, mem, path) = (market.clone(), mem.clone(), path.clone());
+        let m = market.clone();
+        Harness {
+            start: Box::new(move |failpoint| {
+                let mut deps = Deps::new(market.clone(), open_store(&path), Arc::new(mem.clone()));
+                deps.failpoint = failpoint;
+                Controller::start_with(cfg.clone(), deps)
+            }),
+            books: Box::new(move || m.ledger()),
+            downtime: Duration::from_secs(5),
+            settle: Duration::from_secs(10),
+            patience: Duration::from_secs(60),
         }
-    }
-    if matches!(point, Failpoint::AfterLease | Failpoint::BeforePublish) {
-        assert!(
-            !at_crash.active_leases().is_empty(),
-            "{point:?}: crash before any lease"
-        );
-    }
+    };
+    let (h, _rx) = scenario::crash_at(&harness, point, WANTED).await;
+    assert_eq!(mem.running(), WANTED);
     h.shutdown().await;
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", path.display()));

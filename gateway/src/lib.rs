@@ -6,4 +6,17 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod route;
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demand;
+pub mod error;
+pub mod metrics;
+pub mod openai;
+pub mod server;
+pub mod upstream;
 pub mod usage;
+
+pub use server::run::{Extras, Gateway, Running, StartError};

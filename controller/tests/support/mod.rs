@@ -3,6 +3,8 @@
 //! paused time.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::sync::Arc;
 use std::time::Duration;
 

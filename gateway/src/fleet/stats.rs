@@ -15,11 +15,11 @@ const TTFB_MIN_ALPHA: f64 = 0.2;
 const TTFB_TAU: Duration = Duration::from_secs(10);
 /// How fast trust in the last measurement fades once traffic stops: a
 /// replica slow a minute ago should get a chance to prove it recovered.
-const STALE_TAU: Duration = Duration::from_secs(30);
+const STALE_TAU_SECS: f64 = 30.0;
 /// Weight of one outcome in the error ratio.
 const ERR_ALPHA: f64 = 0.1;
 /// Errors are forgotten with this time constant when nothing is reported.
-const ERR_TAU: Duration = Duration::from_secs(30);
+const ERR_TAU_SECS: f64 = 30.0;
 
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -46,6 +46,24 @@ fn decay(dt: Duration, tau: Duration) -> f64 {
     (-dt.as_secs_f64() / tau.as_secs_f64()).exp()
 }
 
+/// A cheap stand-in for `exp(-dt / tau)` on the per-request read path,
+/// where a libm `exp` per endpoint per term would dominate the routing
+/// decision: `exp(-x) = exp(-x/4)^4`, with `exp(x/4)` from its 4th-order
+/// Taylor polynomial. Exact at 0, monotone, within 0.001 of `exp(-x)`, and
+/// exactly 0 once the value is long forgotten.
+fn decay_fast(age_ns: u64, inv_tau_ns: f64) -> f64 {
+    // Integer nanoseconds times a constant reciprocal: divisions dominate
+    // this function's latency, and this leaves only one.
+    let x = age_ns as f64 * inv_tau_ns;
+    if x.is_nan() || x >= 40.0 {
+        return 0.0;
+    }
+    let y = x / 4.0;
+    let f = 1.0 / (1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y / 24.0))));
+    let f2 = f * f;
+    f2 * f2
+}
+
 impl Stats {
     pub(crate) fn new() -> Self {
         Self {
@@ -62,8 +80,8 @@ impl Stats {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn age(&self, now: Instant, at: &AtomicU64) -> Duration {
-        Duration::from_nanos(self.ns(now).saturating_sub(at.load(Ordering::Relaxed)))
+    fn age_ns(&self, now: Instant, at: &AtomicU64) -> u64 {
+        self.ns(now).saturating_sub(at.load(Ordering::Relaxed))
     }
 
     pub(crate) fn record(&self, now: Instant, outcome: Outcome) {
@@ -81,8 +99,11 @@ impl Stats {
             let new = if old.is_nan() {
                 ms
             } else {
-                let keep =
-                    decay(self.age(now, &self.ttfb_at_ns), TTFB_TAU).min(1.0 - TTFB_MIN_ALPHA);
+                let keep = decay(
+                    Duration::from_nanos(self.age_ns(now, &self.ttfb_at_ns)),
+                    TTFB_TAU,
+                )
+                .min(1.0 - TTFB_MIN_ALPHA);
                 old * keep + ms * (1.0 - keep)
             };
             store_f64(&self.ttfb_ms, new);
@@ -96,11 +117,18 @@ impl Stats {
         if v.is_nan() {
             return None;
         }
-        Some((v, decay(self.age(now, &self.ttfb_at_ns), STALE_TAU)))
+        Some((
+            v,
+            decay_fast(self.age_ns(now, &self.ttfb_at_ns), 1e-9 / STALE_TAU_SECS),
+        ))
     }
 
     pub(crate) fn error_rate(&self, now: Instant) -> f64 {
-        load_f64(&self.err) * decay(self.age(now, &self.err_at_ns), ERR_TAU)
+        let err = load_f64(&self.err);
+        if err == 0.0 {
+            return 0.0;
+        }
+        err * decay_fast(self.age_ns(now, &self.err_at_ns), 1e-9 / ERR_TAU_SECS)
     }
 }
 
@@ -113,6 +141,23 @@ mod tests {
         Outcome::Success {
             ttfb: Duration::from_millis(ms),
         }
+    }
+
+    #[test]
+    fn fast_decay_stays_close_to_exp_and_monotone() {
+        let mut last = 1.0;
+        for i in 0..=4000 {
+            let dt = Duration::from_millis(i * 10);
+            let (fast, exact) = (
+                decay_fast(u64::try_from(dt.as_nanos()).unwrap(), 1e-9),
+                decay(dt, Duration::from_secs(1)),
+            );
+            assert!((fast - exact).abs() < 0.001, "at {dt:?}: {fast} vs {exact}");
+            assert!(fast <= last);
+            last = fast;
+        }
+        assert_eq!(decay_fast(0, 1e-9), 1.0);
+        assert_eq!(decay_fast(1, f64::INFINITY), 0.0);
     }
 
     #[tokio::test(start_paused = true)]

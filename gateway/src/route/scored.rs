@@ -30,6 +30,29 @@ pub struct ScoreSelector {
     affinity: Option<Affinity>,
 }
 
+/// One available candidate on the hot path: kept to 24 bytes so the sort
+/// moves little, with tier and score folded into one integer key.
+struct Ranked<'a> {
+    handle: &'a Arc<EndpointHandle>,
+    score: f64,
+    /// Far-tier bit on top of the score's bits. Scores are finite or +inf
+    /// and never negative, and such floats order like their bit patterns.
+    key: u64,
+}
+
+const FAR_BIT: u64 = 1 << 63;
+
+impl Ranked<'_> {
+    fn tier(&self) -> Tier {
+        if self.key & FAR_BIT == 0 {
+            Tier::Near
+        } else {
+            Tier::Far
+        }
+    }
+}
+
+/// A candidate with everything the explain answer shows.
 struct Entry<'a> {
     handle: &'a Arc<EndpointHandle>,
     tier: Tier,
@@ -76,7 +99,7 @@ impl ScoreSelector {
                 .find_map(|t| {
                     entries
                         .iter()
-                        .position(|e| e.tier == Tier::Near && Arc::ptr_eq(e.handle, t))
+                        .position(|e| e.key & FAR_BIT == 0 && Arc::ptr_eq(e.handle, t))
                 })
                 .filter(|&i| entries.get(i).is_some_and(|e| e.handle.load() < a.max_load));
             if let Some(i) = sticky {
@@ -85,10 +108,10 @@ impl ScoreSelector {
         }
         let mut start = 0;
         while start < entries.len() {
-            let tier = entries[start].tier;
+            let tier = entries[start].key & FAR_BIT;
             let len = entries[start..]
                 .iter()
-                .take_while(|e| e.tier == tier)
+                .take_while(|e| e.key & FAR_BIT == tier)
                 .count();
             let group = &mut entries[start..start + len];
             if let Some(k) = pick_two(rng, group.len(), |i| group[i].score) {
@@ -104,13 +127,25 @@ impl ScoreSelector {
 
     /// Available, permitted non-fallback candidates with their tier and
     /// score, sorted by tier then score.
-    fn rank<'a>(&self, now: Instant, req: &RouteRequest<'_>, c: &Candidates<'a>) -> Vec<Entry<'a>> {
+    fn rank<'a>(
+        &self,
+        now: Instant,
+        req: &RouteRequest<'_>,
+        c: &Candidates<'a>,
+    ) -> Vec<Ranked<'a>> {
         let mut regions = RegionMemo::new(c, req.client_location);
-        let mut entries: Vec<Entry<'a>> = c
+        let mut entries: Vec<Ranked<'a>> = c
             .primary
             .iter()
             .filter(|h| permitted(req, h) && h.is_available_at(now))
-            .map(|h| self.entry(h, &mut regions, now))
+            .map(|h| {
+                let score = terms(&self.weights, h, regions.distance(h), now).total();
+                Ranked {
+                    handle: h,
+                    score,
+                    key: score.to_bits(),
+                }
+            })
             .collect();
         let best = entries
             .iter()
@@ -126,10 +161,10 @@ impl ScoreSelector {
             let region_best = regions.best.get(e.handle.region_idx).copied();
             // Written so that a NaN lands in the far tier.
             if !region_best.is_some_and(|b| b <= cutoff) {
-                e.tier = Tier::Far;
+                e.key |= FAR_BIT;
             }
         }
-        entries.sort_unstable_by(|a, b| a.tier.cmp(&b.tier).then(a.score.total_cmp(&b.score)));
+        entries.sort_unstable_by_key(|e| e.key);
         entries
     }
 
@@ -160,7 +195,14 @@ impl ScoreSelector {
     ) -> Vec<ScoreBreakdown> {
         let ranked = self.rank(now, req, c);
         let mut regions = RegionMemo::new(c, req.client_location);
-        let mut rows: Vec<ScoreBreakdown> = ranked.iter().map(|e| row(e, now, None)).collect();
+        let mut rows: Vec<ScoreBreakdown> = ranked
+            .iter()
+            .map(|r| {
+                let mut e = self.entry(r.handle, &mut regions, now);
+                e.tier = r.tier();
+                row(&e, now, None)
+            })
+            .collect();
         for h in c.primary.iter().chain(c.fallback.iter()) {
             if ranked.iter().any(|e| Arc::ptr_eq(e.handle, h)) {
                 continue;

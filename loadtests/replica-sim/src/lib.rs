@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 pub use behavior::{Behavior, Engine};
 pub use openai::{CREATED, hash64, prompt_tokens};
 pub use state::Stats;
-pub use stream::{Aborted, SimBody};
 
 use state::{Phase, Shared};
 

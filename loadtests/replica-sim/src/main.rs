@@ -50,6 +50,10 @@ struct Args {
     /// Name of the environment variable holding the API key to require.
     #[arg(long)]
     api_key_env: Option<String>,
+    /// Runtime worker threads; 1 runs everything on the current thread, the
+    /// cheapest setup per request, and leaves other cores to the system under test.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Seed of the error draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -78,10 +82,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("replica-sim: cannot start runtime: {e}");

@@ -147,7 +147,15 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(kind: Kind, body: &[u8], model: &str, tokens: u32, limit: Option<u32>) -> Self {
+    /// `body` is the request body and `hash` its [`hash64`], computed once by the caller.
+    pub fn new(
+        kind: Kind,
+        body: &[u8],
+        hash: u64,
+        model: &str,
+        tokens: u32,
+        limit: Option<u32>,
+    ) -> Self {
         let prefix = match kind {
             Kind::Chat => "chatcmpl",
             Kind::Text => "cmpl",
@@ -158,7 +166,7 @@ impl Reply {
         };
         Self {
             kind,
-            id: format!("{prefix}-{:016x}", hash64(body)),
+            id: format!("{prefix}-{hash:016x}"),
             model: model.to_owned(),
             prompt_tokens: prompt_tokens(body),
             completion_tokens,
@@ -223,7 +231,14 @@ pub fn token_text(i: u32) -> String {
 }
 
 fn full_text(n: u32) -> String {
-    (0..n).map(token_text).collect()
+    use std::fmt::Write;
+    let mut s = String::with_capacity(n as usize * 7);
+    for i in 0..n {
+        let sep = if i == 0 { "" } else { " " };
+        // Writing into a String cannot fail.
+        let _ = write!(s, "{sep}tok{i}");
+    }
+    s
 }
 
 /// Prompt tokens as documented at the top of this module.
@@ -300,8 +315,7 @@ struct TextChoice<'a> {
 }
 
 /// `/v1/embeddings` reply: `n` deterministic unit-ish vectors of `dim` values.
-pub fn embeddings(body: &[u8], model: &str, n: usize, dim: usize) -> Bytes {
-    let seed = hash64(body);
+pub fn embeddings(body: &[u8], seed: u64, model: &str, n: usize, dim: usize) -> Bytes {
     let data: Vec<Embedding> = (0..n)
         .map(|i| Embedding {
             object: "embedding",
@@ -441,9 +455,9 @@ mod tests {
 
     #[test]
     fn smaller_request_limit_wins_and_finishes_with_length() {
-        let r = Reply::new(Kind::Chat, b"{}", "m", 16, Some(3));
+        let r = Reply::new(Kind::Chat, b"{}", 1, "m", 16, Some(3));
         assert_eq!((r.completion_tokens, r.finish_reason), (3, "length"));
-        let r = Reply::new(Kind::Chat, b"{}", "m", 4, Some(30));
+        let r = Reply::new(Kind::Chat, b"{}", 1, "m", 4, Some(30));
         assert_eq!((r.completion_tokens, r.finish_reason), (4, "stop"));
         assert_eq!(full_text(3), "tok0 tok1 tok2");
     }

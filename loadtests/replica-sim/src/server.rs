@@ -84,9 +84,9 @@ async fn hold(shared: Arc<Shared>, stream: TcpStream) {
     drop(stream);
 }
 
-type Reply_ = Result<Response<SimBody>, Aborted>;
+type Answer = Result<Response<SimBody>, Aborted>;
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply_ {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
     let route = Route::of(req.uri().path());
     let in_flight = shared.begin(route);
     let behavior = shared.behavior();
@@ -149,16 +149,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply_ {
             return Err(Aborted("request body failed"));
         }
     };
-    shared.record_request(parts.headers, &body);
+    let hash = openai::hash64(&body);
+    shared.record_request(parts.headers, body.len(), hash);
     if shared.draw_error(behavior.error_rate) {
         let status =
             StatusCode::from_u16(behavior.error_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return Ok(error(status, "injected error", "server_error"));
     }
     match route {
-        Route::Embeddings => embeddings(&behavior, &body),
-        Route::Chat => generate(shared, behavior, body, Kind::Chat, in_flight).await,
-        _ => generate(shared, behavior, body, Kind::Text, in_flight).await,
+        Route::Embeddings => embeddings(&behavior, &body, hash),
+        Route::Chat => generate(shared, behavior, body, hash, Kind::Chat, in_flight).await,
+        _ => generate(shared, behavior, body, hash, Kind::Text, in_flight).await,
     }
 }
 
@@ -182,7 +183,7 @@ fn bad_json(e: &serde_json::Error) -> Response<SimBody> {
     )
 }
 
-fn embeddings(behavior: &Behavior, body: &[u8]) -> Reply_ {
+fn embeddings(behavior: &Behavior, body: &[u8], hash: u64) -> Answer {
     let req: EmbeddingsRequest<'_> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return Ok(bad_json(&e)),
@@ -197,7 +198,7 @@ fn embeddings(behavior: &Behavior, body: &[u8]) -> Reply_ {
     if !behavior.serves(&model) {
         return Ok(unknown_model(&model));
     }
-    let out = openai::embeddings(body, &model, req.input.0, behavior.embedding_dim);
+    let out = openai::embeddings(body, hash, &model, req.input.0, behavior.embedding_dim);
     Ok(json(StatusCode::OK, out))
 }
 
@@ -205,9 +206,10 @@ async fn generate(
     shared: Arc<Shared>,
     behavior: Arc<Behavior>,
     body: Bytes,
+    hash: u64,
     kind: Kind,
     in_flight: crate::state::InFlight,
-) -> Reply_ {
+) -> Answer {
     let req: GenerateRequest<'_> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return Ok(bad_json(&e)),
@@ -222,7 +224,7 @@ async fn generate(
     if !behavior.serves(model) {
         return Ok(unknown_model(model));
     }
-    let reply = Reply::new(kind, &body, model, behavior.tokens, req.token_limit());
+    let reply = Reply::new(kind, &body, hash, model, behavior.tokens, req.token_limit());
     if req.stream {
         let include_usage = req.include_usage();
         let body = sse(shared, behavior, reply, include_usage, in_flight);

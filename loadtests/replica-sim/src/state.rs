@@ -9,7 +9,6 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::behavior::Behavior;
-use crate::openai::hash64;
 
 /// Lifecycle of the server, watched by every task that may wait forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -242,11 +241,10 @@ impl Shared {
     }
 
     /// Keeps the headers and a fingerprint of the body of an inference request.
-    pub(crate) fn record_request(&self, headers: HeaderMap, body: &[u8]) {
-        let hash = hash64(body);
+    pub(crate) fn record_request(&self, headers: HeaderMap, body_len: usize, hash: u64) {
         let mut r = self.recent.lock();
         r.headers = Some(headers);
-        r.body_len = body.len();
+        r.body_len = body_len;
         r.body_hash = Some(hash);
     }
 

@@ -2,82 +2,20 @@
 // Helpers outside #[test] fns are not covered by clippy.toml's test allowance.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
+use support::*;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use leasegate_replica_sim::{Behavior, Engine, Replica};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_millis(300);
-
-fn behavior(tokens: u32) -> Behavior {
-    Behavior {
-        models: vec!["m".into()],
-        tokens,
-        ..Behavior::default()
-    }
-}
-
-fn chat(extra: &str) -> String {
-    format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hello there"}}]{extra}}}"#)
-}
-
-async fn send_with(r: &Replica, req: Request<Full<Bytes>>) -> http::Response<Incoming> {
-    send_to(r.addr(), req).await
-}
-
-async fn send_to(
-    addr: std::net::SocketAddr,
-    req: Request<Full<Bytes>>,
-) -> http::Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx.send_request(req).await.unwrap()
-}
-
-fn post(path: &str, body: &str) -> Request<Full<Bytes>> {
-    Request::post(path)
-        .header("host", "sim")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", "sim")
-        .body(Full::default())
-        .unwrap()
-}
-
-async fn call(r: &Replica, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
-    let resp = send_with(r, req).await;
-    let status = resp.status();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
-
-fn json(b: &[u8]) -> Value {
-    serde_json::from_slice(b).unwrap()
-}
-
-/// The next body frame's data, `None` at the end; panics on a body error.
-async fn frame(body: &mut Incoming) -> Option<String> {
-    let f = body.frame().await?.unwrap();
-    Some(String::from_utf8(f.into_data().unwrap().to_vec()).unwrap())
-}
-
-fn event_json(event: &str) -> Value {
-    json(event.strip_prefix("data: ").unwrap().trim_end().as_bytes())
-}
 
 #[tokio::test]
 async fn non_streaming_chat_has_the_openai_shape() {
@@ -271,13 +209,6 @@ async fn error_draws_follow_the_seed() {
     );
 }
 
-/// A replica with `b` and the body of a streaming chat request to it.
-async fn open_stream(b: Behavior) -> (Replica, Incoming) {
-    let r = Replica::start(b).await.unwrap();
-    let resp = send_with(&r, post("/v1/chat/completions", &chat(r#","stream":true"#))).await;
-    (r, resp.into_body())
-}
-
 #[tokio::test]
 async fn stall_after_keeps_the_stream_open_and_silent() {
     let (r, mut body) = open_stream(Behavior {
@@ -387,15 +318,7 @@ async fn queued_requests_show_as_waiting_in_metrics() {
         let (a, b) = tokio::join!(first, second);
         (a.status(), b.status())
     });
-    let mut seen = String::new();
-    for _ in 0..30 {
-        let (_, body) = call(&r, get("/metrics")).await;
-        seen = String::from_utf8(body.to_vec()).unwrap();
-        if seen.contains("vllm:num_requests_waiting 1\n") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seen = metrics_until(&r, "vllm:num_requests_waiting 1\n").await;
     assert!(seen.contains("vllm:num_requests_waiting 1\n"), "{seen}");
     assert!(seen.contains("vllm:num_requests_running 1\n"), "{seen}");
     assert_eq!(both.await.unwrap(), (StatusCode::OK, StatusCode::OK));
@@ -610,4 +533,41 @@ async fn ttft_and_inter_token_delays_pace_the_reply() {
         StatusCode::OK
     );
     assert!(start.elapsed() >= ttft + itl * 2, "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_follow_tokio_time_so_paused_tests_run_instantly() {
+    // The controller's simulated market runs under a paused clock; an hour-long TTFT
+    // must then cost nothing in real time.
+    let r = Replica::start(Behavior {
+        ttft: Duration::from_secs(3600),
+        ..behavior(2)
+    })
+    .await
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let (status, _) = call(&r, post("/v1/chat/completions", &chat(""))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(start.elapsed() >= Duration::from_secs(3600));
+}
+
+#[tokio::test]
+async fn max_concurrency_can_shrink_and_grow_live() {
+    let slow = |max| Behavior {
+        max_concurrency: max,
+        ttft: Duration::from_millis(500),
+        ..behavior(1)
+    };
+    let r = Replica::start(slow(2)).await.unwrap();
+    r.set_behavior(slow(1));
+    let a = tokio::spawn(send_to(r.addr(), post("/v1/chat/completions", &chat(""))));
+    let b = tokio::spawn(send_to(r.addr(), post("/v1/chat/completions", &chat(""))));
+    let seen = metrics_until(&r, "vllm:num_requests_waiting 1\n").await;
+    assert!(seen.contains("vllm:num_requests_waiting 1\n"), "{seen}");
+    r.set_behavior(slow(2));
+    let seen = metrics_until(&r, "vllm:num_requests_running 2\n").await;
+    assert!(seen.contains("vllm:num_requests_running 2\n"), "{seen}");
+    assert!(seen.contains("vllm:num_requests_waiting 0\n"), "{seen}");
+    assert_eq!(a.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(b.await.unwrap().status(), StatusCode::OK);
 }

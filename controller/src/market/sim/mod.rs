@@ -106,6 +106,18 @@ impl SimMarket {
         }
     }
 
+    /// Numbers new deployments above `dseq`. The sim market ends with its
+    /// process but a store file does not: a restarted `serve` starts above
+    /// the dseqs its store already knows, so no old record is mistaken for
+    /// a new deployment.
+    pub fn starting_after(self, dseq: u64) -> Self {
+        {
+            let mut books = self.books.lock();
+            books.next_dseq = books.next_dseq.max(dseq);
+        }
+        self
+    }
+
     pub fn config(&self) -> &SimConfig {
         &self.cfg
     }

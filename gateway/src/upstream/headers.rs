@@ -1,0 +1,143 @@
+//! Forwarding hygiene: what crosses the gateway in each direction and what is added.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// Headers that describe one connection hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// The headers sent to an upstream: the client's, minus its credentials and
+/// hop-by-hop headers, plus the endpoint's own key and the trace context.
+pub fn upstream_request(
+    client: &HeaderMap,
+    request_id: &HeaderValue,
+    upstream_key: Option<&str>,
+) -> HeaderMap {
+    let mut out = client.clone();
+    strip_hop_by_hop(&mut out);
+    // The client's key is for the gateway only; the replica gets its own.
+    out.remove(header::AUTHORIZATION);
+    out.remove("api-key");
+    // Recomputed by the client pool for the new target and body.
+    out.remove(header::HOST);
+    out.remove(header::CONTENT_LENGTH);
+    if let Some(key) = upstream_key
+        && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {key}"))
+    {
+        v.set_sensitive(true);
+        out.insert(header::AUTHORIZATION, v);
+    }
+    out.insert(REQUEST_ID, request_id.clone());
+    if !out.contains_key(&TRACEPARENT)
+        && let Ok(v) = HeaderValue::from_str(&new_traceparent())
+    {
+        out.insert(TRACEPARENT, v);
+    }
+    out
+}
+
+/// The request id the client sent, when it is a sane token, or a new one.
+pub fn request_id(client: &HeaderMap) -> HeaderValue {
+    client
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+/// A W3C trace context for a new trace, sampled.
+fn new_traceparent() -> String {
+    let trace = fastrand::u128(1..);
+    let span = fastrand::u64(1..);
+    format!("00-{trace:032x}-{span:016x}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_client_credentials_and_hop_headers_and_injects_the_replica_key() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-client"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("kept"));
+        let id = HeaderValue::from_static("rid-1");
+        let out = upstream_request(&h, &id, Some("sk-replica"));
+        assert_eq!(out[header::AUTHORIZATION], "Bearer sk-replica");
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "transfer-encoding",
+        ] {
+            assert!(!out.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(out["x-custom"], "kept");
+        assert_eq!(out[REQUEST_ID], "rid-1");
+        assert!(out[TRACEPARENT].to_str().unwrap().starts_with("00-"));
+    }
+
+    #[test]
+    fn without_a_replica_key_no_authorization_is_sent() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-client"),
+        );
+        let out = upstream_request(&h, &HeaderValue::from_static("r"), None);
+        assert!(!out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn keeps_a_client_traceparent_and_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-abc-def-01"));
+        h.insert(REQUEST_ID, HeaderValue::from_static("mine"));
+        let id = request_id(&h);
+        assert_eq!(id, "mine");
+        let out = upstream_request(&h, &id, None);
+        assert_eq!(out[TRACEPARENT], "00-abc-def-01");
+    }
+}
