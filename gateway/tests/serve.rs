@@ -196,12 +196,23 @@ async fn serve_keeps_answering_while_the_sim_kills_providers_and_the_pool_recove
         rate * 100.0
     );
 
-    let ledger = sim.ledger();
-    let lost = ledger
-        .deployments
-        .iter()
-        .filter(|d| d.lease.is_some() && d.closed_at.is_some())
-        .count();
+    // A replaced lease is closed only once its replacement is ready, which on
+    // a loaded machine can come after the load ends: watch a while longer.
+    let lost_leases = |sim: &leasegate_controller::market::sim::SimMarket| {
+        let ledger = sim.ledger();
+        let lost = ledger
+            .deployments
+            .iter()
+            .filter(|d| d.lease.is_some() && d.closed_at.is_some())
+            .count();
+        (ledger, lost)
+    };
+    let settle_until = Instant::now() + Duration::from_secs(60);
+    let (mut ledger, mut lost) = lost_leases(&sim);
+    while lost == 0 && Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (ledger, lost) = lost_leases(&sim);
+    }
     println!(
         "leases: {} deployments before the chaos, {} after; {lost} leases closed",
         leases_before,
