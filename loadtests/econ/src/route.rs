@@ -46,10 +46,10 @@ pub struct Gateway {
 
 /// The overflow decision for one request: the usage module's `decide`.
 pub fn decide(slo: &PoolSlo, leases: &[LeaseLoad], fallbacks: &[FallbackLoad]) -> Decision {
-    overflow::decide(&Inputs {
+    overflow::decide(Inputs {
         pool: slo,
-        leases,
-        fallbacks,
+        leases: leases.iter().copied(),
+        fallbacks: fallbacks.iter().copied(),
         policy: None,
         spend_ok: true,
     })
