@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use leasegate_fleet::Snapshot;
 use tokio::sync::watch;
 
-pub use spec::{EndpointArg, FallbackArg};
+pub use spec::{EndpointArg, FallbackArg, GeoArgs};
 
 use crate::{
     Gateway, Running,
@@ -70,6 +70,8 @@ pub struct GatewayArgs {
     pub admin_listen: Option<SocketAddr>,
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub geo: GeoArgs,
 }
 
 /// Sets up logging: `RUST_LOG` filters, default `info`.
@@ -149,6 +151,7 @@ async fn gateway(args: GatewayArgs) -> CliResult {
     if let Some(addr) = args.admin_listen {
         config.listen.admin = addr;
     }
+    args.geo.apply(&mut config.geo);
     if args.endpoints.is_empty() && config.endpoints.is_empty() {
         return Err(
             "no endpoints: give --endpoint URL (repeatable) or a --config with [[endpoints]]"

@@ -13,7 +13,7 @@ use super::{
         RetryConfig, Timeouts, TlsFiles,
     },
 };
-use crate::{health::HealthConfig, route::RoutingWeights};
+use crate::{health::HealthConfig, route::RoutingConfig};
 
 /// Converts the parsed TOML table; `None` only when problems were recorded.
 pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
@@ -33,10 +33,16 @@ pub(super) fn convert(mut table: toml::Table, p: &mut Problems) -> Option<Config
     let aliases: raw::Aliases = section(&mut table, "aliases", p).unwrap_or_default();
     let health: HealthConfig = section(&mut table, "health", p).unwrap_or_default();
     let geo: raw::Geo = section(&mut table, "geo", p).unwrap_or_default();
-    let routing: RoutingWeights = section(&mut table, "routing", p).unwrap_or_default();
-    if let Err(e) = routing.validate() {
-        p.push(format!("routing.{}", e.field), e);
-    }
+    let routing = match table.remove("routing").map(RoutingConfig::from_toml) {
+        None => RoutingConfig::default(),
+        Some(Ok(r)) => r,
+        Some(Err(problems)) => {
+            for (path, reason) in problems {
+                p.push(path, reason);
+            }
+            RoutingConfig::default()
+        }
+    };
     let endpoints: Vec<raw::Endpoint> = list(&mut table, "endpoints", p);
     let fallbacks: Vec<raw::Fallback> = list(&mut table, "fallbacks", p);
 

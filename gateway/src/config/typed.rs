@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use leasegate_fleet::{Credential, Endpoint, Engine, Kind, Region, State};
 use url::Url;
 
-use crate::{health::HealthConfig, route::RoutingWeights};
+use crate::{health::HealthConfig, route::RoutingConfig};
 
 /// The whole gateway configuration, ready to use.
 #[derive(Clone, Debug)]
@@ -21,8 +21,8 @@ pub struct Config {
     pub fallbacks: Vec<FallbackSpec>,
     pub health: HealthConfig,
     pub geo: GeoConfig,
-    /// Weights of the scoring selector.
-    pub routing: RoutingWeights,
+    /// Weights, explain switch and per-pool overrides of the scoring selector.
+    pub routing: RoutingConfig,
 }
 
 /// Locating clients for geographic routing.

@@ -15,7 +15,7 @@ use crate::{
     fleet::FleetView,
     geo::{GeoDb, GeoOptions},
     health, metrics,
-    route::ScoreSelector,
+    route::Router,
     upstream::{self, Upstream},
 };
 
@@ -70,12 +70,15 @@ impl Gateway {
         let geo = if config.geo.mmdb.is_empty() {
             None
         } else {
-            Some(GeoDb::open(&config.geo.mmdb, GeoOptions::default())?)
+            Some(Arc::new(GeoDb::open(
+                &config.geo.mmdb,
+                GeoOptions::default(),
+            )?))
         };
         let shared = Arc::new(Shared {
             config: Arc::clone(&config),
             fleet: fleet.clone(),
-            selector: Arc::new(ScoreSelector::new(config.routing.clone())),
+            router: Arc::new(Router::new(&config, fleet.clone(), geo.clone())),
             upstream: Upstream::new(&config, client),
             limiter: Arc::new(Semaphore::new(config.limits.max_concurrency)),
             geo,

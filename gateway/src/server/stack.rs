@@ -19,7 +19,7 @@ use crate::{
     fleet::FleetView,
     geo::{self, GeoDb},
     openai,
-    route::{RouteRequest, Selector},
+    route::{RouteRequest, Router, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
 };
 
@@ -28,11 +28,12 @@ use crate::{
 pub struct Shared {
     pub config: Arc<Config>,
     pub fleet: FleetView,
-    pub selector: Arc<dyn Selector>,
+    /// Per-pool selectors, affinity and residency; also answers admin explain.
+    pub router: Arc<Router>,
     pub upstream: Upstream,
     pub limiter: Arc<Semaphore>,
     /// GeoIP database, when configured.
-    pub geo: Option<GeoDb>,
+    pub geo: Option<Arc<GeoDb>>,
 }
 
 /// The API paths that proxy to an upstream.
@@ -132,11 +133,7 @@ async fn dispatch(
     ctx.model = Some(peek.model.clone());
     ctx.stream = peek.stream;
     // 7. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
-    let pool_model = shared
-        .config
-        .aliases
-        .get(&peek.model)
-        .map_or(peek.model.as_str(), String::as_str);
+    let pool_model = shared.router.pool_name(&peek.model);
     let state = shared.fleet.current();
     if !state.serves(pool_model) {
         return Err(ApiError::UnknownModel(peek.model));
@@ -144,20 +141,24 @@ async fn dispatch(
     // 8. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
     let geo = &shared.config.geo;
     let located = geo::locate(
-        shared.geo.as_ref(),
+        shared.geo.as_deref(),
         peer,
         &parts.headers,
         &geo.trusted_proxies,
         geo.allow_region_header,
     );
-    // 9. Selection: the order in which endpoints are tried, fallbacks last.
+    // 9. Selection: the pool's weights, affinity and residency; the order
+    //    in which endpoints are tried, fallbacks last.
+    let pool = shared.router.pool(pool_model);
+    let allowed = pool.allowed_regions(None);
     let route = RouteRequest {
         model: pool_model,
         client_location: located.location.map(|l| (l.lat, l.lon)),
-        affinity_key: peek.user.as_deref(),
-        allowed_regions: None,
+        affinity_key: pool.affinity_key(&parts.headers, peek.user.as_deref()),
+        allowed_regions: allowed.as_deref(),
+        limit: Some(shared.router.order_limit()),
     };
-    let order = shared.selector.order(&route, &state.candidates(pool_model));
+    let order = pool.selector().order(&route, &state.candidates(pool_model));
     // 10. Forward with failover, before any byte reaches the client.
     let path_and_query = parts
         .uri
@@ -178,8 +179,11 @@ async fn dispatch(
     let forwarded = shared.upstream.forward(&out, &order, &mut trace).await;
     ctx.endpoint = trace.endpoint;
     ctx.attempts = trace.attempts;
-    let forwarded = forwarded?;
+    let mut forwarded = forwarded?;
     ctx.ttfb = Some(forwarded.ttfb);
+    if shared.router.explain_headers() {
+        explain_headers(&mut forwarded, &order);
+    }
     if let Some(endpoint) = &ctx.endpoint {
         crate::metrics::record_ttft(&peek.model, endpoint, forwarded.ttfb);
     }
@@ -187,6 +191,24 @@ async fn dispatch(
         forwarded,
         stream: peek.stream,
     })
+}
+
+/// Names the endpoint that answered, its region and why it was chosen.
+fn explain_headers(forwarded: &mut Forwarded, order: &crate::route::Order) {
+    let endpoint = forwarded.guard.endpoint();
+    let tier = order
+        .placement_of(endpoint)
+        .map_or("unknown", |p| p.as_str());
+    let headers = forwarded.response.headers_mut();
+    for (name, value) in [
+        ("x-leasegate-endpoint", endpoint.spec.id.as_str()),
+        ("x-leasegate-region", endpoint.spec.region.code.as_str()),
+        ("x-leasegate-tier", tier),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
 }
 
 fn only(req: &Request<Incoming>, method: Method) -> Result<(), ApiError> {
