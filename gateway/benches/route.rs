@@ -72,6 +72,17 @@ fn bench(c: &mut Criterion) {
             black_box(scored.order(black_box(&req), &candidates))
         })
     });
+    // What the gateway does: the order is cut to the attempt limit plus spares.
+    let bounded = RouteRequest {
+        limit: Some(6),
+        ..req
+    };
+    c.bench_function("route/bounded_score_100", |b| {
+        b.iter(|| {
+            DECISIONS.fetch_add(1, Ordering::Relaxed);
+            black_box(scored.order(black_box(&bounded), &candidates))
+        })
+    });
     c.bench_function("route/p2c_100", |b| {
         b.iter(|| {
             DECISIONS.fetch_add(1, Ordering::Relaxed);

@@ -30,7 +30,6 @@ use crate::{
     fleet::FleetView,
     geo::{GeoDb, GeoOptions},
     policy::{AdminToken, Policy},
-    route::ScoreSelector,
     server::{run::with_config_endpoints, stack::Shared},
     upstream::{self, HttpClient, Upstream},
 };
@@ -340,11 +339,16 @@ fn prepare(
         _ => Arc::new(Semaphore::new(config.limits.max_concurrency)),
     };
     let upstream = Upstream::new(&config, client.clone());
-    let selector = Arc::new(ScoreSelector::new(config.routing.clone()));
+    let geo = geo.map(Arc::new);
+    let router = Arc::new(crate::route::Router::new(
+        &config,
+        fleet.clone(),
+        geo.clone(),
+    ));
     Ok(Shared {
         config: Arc::new(config),
         fleet: fleet.clone(),
-        selector,
+        router,
         upstream,
         limiter,
         geo,

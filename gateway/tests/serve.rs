@@ -259,6 +259,7 @@ fn follower_args(controller: SocketAddr, cache: &Path) -> GatewayArgs {
         fleet_from: Some(format!("http://{controller}")),
         fleet_token_env: "UNUSED".into(),
         fleet_cache: Some(cache.to_path_buf()),
+        geo: Default::default(),
     }
 }
 

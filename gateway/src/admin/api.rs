@@ -12,7 +12,7 @@ use super::views;
 use crate::{
     error::ApiError,
     reload::Live,
-    route::{RouteRequest, ScoreSelector},
+    route::RouteRequest,
     server::body::{self, Body},
 };
 
@@ -187,11 +187,11 @@ fn explain(live: &Live, query: &str) -> Result<Response<Body>, ApiError> {
     };
     // A selector with the running weights scores exactly as the running one:
     // the live terms (latency, load, errors) are in the endpoint handles.
-    let rows = ScoreSelector::new(shared.config.routing.clone()).explain(
-        Instant::now(),
-        &route,
-        &candidates,
-    );
+    let rows = shared
+        .router
+        .pool(pool)
+        .selector()
+        .explain(Instant::now(), &route, &candidates);
     Ok(ok(json!({
         "model": model,
         "pool": pool,

@@ -100,7 +100,7 @@ pub fn health(h: &EndpointHandle, drained: bool, now: Instant) -> Value {
 /// by endpoint id, as the running weights compute them.
 fn scores(live: &Live, state: &FleetState, now: Instant) -> HashMap<String, Value> {
     let shared = live.current();
-    let selector = ScoreSelector::new(shared.config.routing.clone());
+    let selector = ScoreSelector::new(shared.config.routing.weights.clone());
     let mut out = HashMap::new();
     for model in state.endpoints().iter().flat_map(|e| e.spec.models.iter()) {
         if out.len() == state.endpoints().len() {

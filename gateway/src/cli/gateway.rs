@@ -40,6 +40,7 @@ impl GatewayOnly {
         if let Some(addr) = args.admin_listen {
             config.listen.admin = addr;
         }
+        args.geo.clone().apply(&mut config.geo);
         if args.fleet_from.is_none() && args.endpoints.is_empty() && config.endpoints.is_empty() {
             return Err(
                 "no endpoints: give --endpoint URL (repeatable), --fleet-from URL, \

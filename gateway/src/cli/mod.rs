@@ -14,7 +14,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use spec::{EndpointArg, FallbackArg};
+pub use spec::{EndpointArg, FallbackArg, GeoArgs};
 use unified::{Defaults, MarketKind};
 
 use crate::{Running, config::ConfigError};
@@ -133,6 +133,8 @@ pub struct GatewayArgs {
     /// fleet-cache.json next to the controller state file).
     #[arg(long, value_name = "FILE")]
     pub fleet_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub geo: GeoArgs,
 }
 
 /// Sets up logging: `RUST_LOG` filters, default `info`.

@@ -176,9 +176,66 @@ impl FallbackArg {
     }
 }
 
+/// `--geoip FILE` and `--trusted-proxy CIDR`, the quick-start forms of
+/// `[geo] mmdb` and `[geo] trusted_proxies`; given flags replace the file's lists.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct GeoArgs {
+    /// GeoIP City database (GeoLite2 or DB-IP); repeat for a separate IPv4 and IPv6 pair.
+    #[arg(long = "geoip", value_name = "FILE")]
+    pub geoip: Vec<std::path::PathBuf>,
+    /// Peer address or CIDR whose `X-Forwarded-For`/`Forwarded` is believed; repeatable.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl GeoArgs {
+    pub fn apply(self, geo: &mut crate::config::GeoConfig) {
+        if !self.geoip.is_empty() {
+            geo.mmdb = self.geoip;
+        }
+        if !self.trusted_proxies.is_empty() {
+            geo.trusted_proxies = self.trusted_proxies;
+        }
+    }
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geo_flags_replace_the_config_lists() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            geo: GeoArgs,
+        }
+        let t = T::try_parse_from([
+            "t",
+            "--geoip",
+            "v4.mmdb",
+            "--geoip",
+            "v6.mmdb",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let mut geo = crate::config::GeoConfig::default();
+        t.geo.apply(&mut geo);
+        assert_eq!(geo.mmdb.len(), 2);
+        assert_eq!(geo.trusted_proxies[1].to_string(), "::1/128");
+        assert!(T::try_parse_from(["t", "--trusted-proxy", "nope"]).is_err());
+    }
 
     #[test]
     fn parses_an_endpoint_with_options() {

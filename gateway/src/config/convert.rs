@@ -15,7 +15,7 @@ use super::{
         Timeouts, TlsFiles,
     },
 };
-use crate::{health::HealthConfig, route::RoutingWeights};
+use crate::{health::HealthConfig, route::RoutingConfig};
 
 /// Converts the parsed TOML table; `None` only when problems were recorded.
 /// `extra` names sections the caller took out first (they are not unknown).
@@ -39,10 +39,16 @@ pub(super) fn convert(mut table: toml::Table, extra: &[&str], p: &mut Problems) 
     let geo: raw::Geo = section(&mut table, "geo", p).unwrap_or_default();
     let admin: RawAdmin = section(&mut table, "admin", p).unwrap_or_default();
     let keys = convert_keys(&mut table, auth, p);
-    let routing: RoutingWeights = section(&mut table, "routing", p).unwrap_or_default();
-    if let Err(e) = routing.validate() {
-        p.push(format!("routing.{}", e.field), e);
-    }
+    let routing = match table.remove("routing").map(RoutingConfig::from_toml) {
+        None => RoutingConfig::default(),
+        Some(Ok(r)) => r,
+        Some(Err(problems)) => {
+            for (path, reason) in problems {
+                p.push(path, reason);
+            }
+            RoutingConfig::default()
+        }
+    };
     let endpoints: Vec<raw::Endpoint> = list(&mut table, "endpoints", p);
     let fallbacks: Vec<raw::Fallback> = list(&mut table, "fallbacks", p);
     let usage = crate::usage::config::convert(&mut table, p);

@@ -6,7 +6,7 @@ use leasegate_fleet::{Credential, Endpoint, Engine, Kind, Region, State};
 use url::Url;
 
 use super::AdminConfig;
-use crate::{health::HealthConfig, policy::KeySet, route::RoutingWeights};
+use crate::{health::HealthConfig, policy::KeySet, route::RoutingConfig};
 
 /// The whole gateway configuration, ready to use.
 #[derive(Clone, Debug)]
@@ -24,8 +24,8 @@ pub struct Config {
     pub fallbacks: Vec<FallbackSpec>,
     pub health: HealthConfig,
     pub geo: GeoConfig,
-    /// Weights of the scoring selector.
-    pub routing: RoutingWeights,
+    /// Weights, explain switch and per-pool overrides of the scoring selector.
+    pub routing: RoutingConfig,
     /// Overflow modes and SLOs per pool, and the fallback spend caps.
     pub usage: crate::usage::config::UsageConfig,
 }

@@ -1,16 +1,22 @@
 //! Choosing endpoints: the `Selector` seam and its implementations.
 
 mod affinity;
+mod config;
 mod distance;
+mod order;
 mod p2c;
+mod router;
 mod score;
 mod scored;
 
 use std::sync::Arc;
 
 pub use affinity::{Affinity, Ring};
+pub use config::{AffinitySource, PoolRouting, RoutingConfig, RoutingProblem};
 pub use distance::haversine_km;
+pub use order::{Order, Placement};
 pub use p2c::PowerOfTwo;
+pub use router::{PoolRoute, Router};
 pub use score::{RoutingWeights, ScoreBreakdown, Terms, Tier, WeightError};
 pub use scored::ScoreSelector;
 
@@ -30,6 +36,9 @@ pub struct RouteRequest<'a> {
     /// Residency: when set, only endpoints (fallbacks included) whose
     /// region code is listed may be returned.
     pub allowed_regions: Option<&'a [String]>,
+    /// Keep at most this many non-fallback endpoints in the order (the
+    /// forwarder never tries more than its attempt limit); `None`: all.
+    pub limit: Option<usize>,
 }
 
 impl<'a> RouteRequest<'a> {
@@ -52,11 +61,7 @@ impl<'a> RouteRequest<'a> {
 /// after every non-fallback endpoint. An empty order means "nothing can
 /// serve this now" (503).
 pub trait Selector: Send + Sync + std::fmt::Debug {
-    fn order(
-        &self,
-        req: &RouteRequest<'_>,
-        candidates: &Candidates<'_>,
-    ) -> Vec<Arc<EndpointHandle>>;
+    fn order(&self, req: &RouteRequest<'_>, candidates: &Candidates<'_>) -> Order;
 }
 
 /// Whether residency rules let `req` go to `e`.

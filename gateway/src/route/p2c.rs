@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::fleet::{Candidates, EndpointHandle};
-use crate::route::{RouteRequest, Selector, eligible_fallbacks, permitted};
+use crate::route::{Order, RouteRequest, Selector, eligible_fallbacks, permitted};
 
 /// Picks two distinct random available non-fallback candidates and puts the
 /// less loaded first; the other available ones follow by load, then the
@@ -26,31 +26,31 @@ impl PowerOfTwo {
         now: Instant,
         req: &RouteRequest<'_>,
         candidates: &Candidates<'_>,
-    ) -> Vec<Arc<EndpointHandle>> {
+    ) -> Order {
         let mut primary: Vec<(f64, &Arc<EndpointHandle>)> = candidates
             .primary
             .iter()
             .filter(|e| permitted(req, e) && e.is_available_at(now))
             .map(|e| (e.load(), e))
             .collect();
-        let mut out = Vec::with_capacity(primary.len() + candidates.fallback.len());
+        let mut out = Order::with_capacity(primary.len() + candidates.fallback.len());
         if let Some(first) = pick_two(rng, primary.len(), |i| primary[i].0) {
             let (_, winner) = primary.swap_remove(first);
-            out.push(Arc::clone(winner));
+            out.push_primary(winner, true);
             primary.sort_by(|a, b| a.0.total_cmp(&b.0));
-            out.extend(primary.into_iter().map(|(_, e)| Arc::clone(e)));
+            for (_, e) in primary {
+                out.push_primary(e, true);
+            }
         }
-        out.extend(eligible_fallbacks(req, candidates, now));
+        for f in eligible_fallbacks(req, candidates, now) {
+            out.push_fallback(f);
+        }
         out
     }
 }
 
 impl Selector for PowerOfTwo {
-    fn order(
-        &self,
-        req: &RouteRequest<'_>,
-        candidates: &Candidates<'_>,
-    ) -> Vec<Arc<EndpointHandle>> {
+    fn order(&self, req: &RouteRequest<'_>, candidates: &Candidates<'_>) -> Order {
         let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
         self.order_with(&mut rng, Instant::now(), req, candidates)
     }

@@ -9,7 +9,7 @@ use crate::fleet::{Candidates, EndpointHandle};
 use crate::route::affinity::Affinity;
 use crate::route::p2c::pick_two;
 use crate::route::score::{RoutingWeights, ScoreBreakdown, Terms, Tier, terms};
-use crate::route::{RouteRequest, Selector, eligible_fallbacks, permitted};
+use crate::route::{Order, RouteRequest, Selector, eligible_fallbacks, permitted};
 
 /// Ring points visited looking for the affinity target: with 160 points per
 /// endpoint, enough to pass every node of a large pool several times.
@@ -81,15 +81,23 @@ impl ScoreSelector {
     }
 
     /// [`Selector::order`] with the random source and clock supplied.
+    ///
+    /// With `req.limit` set only that many non-fallback entries are kept:
+    /// every candidate is still scored (tiers need each region's best), but
+    /// only the kept ones are sorted and handed out, which is most of the
+    /// cost of a decision over a large pool. The near tier's power-of-two
+    /// pick is drawn from the whole tier before the cut, so load spreads
+    /// over all of it, not only over its best few.
     pub fn order_with(
         &self,
         rng: &mut fastrand::Rng,
         now: Instant,
         req: &RouteRequest<'_>,
         c: &Candidates<'_>,
-    ) -> Vec<Arc<EndpointHandle>> {
+    ) -> Order {
+        let limit = req.limit.unwrap_or(usize::MAX).max(1);
         let mut entries = self.rank(now, req, c);
-        let mut out = Vec::with_capacity(entries.len() + c.fallback.len());
+        let mut out = Order::with_capacity(entries.len().min(limit) + c.fallback.len());
         if let (Some(a), Some(key)) = (&self.affinity, req.affinity_key) {
             // `entries` holds only available, permitted endpoints, so finding
             // the target there is the eligibility check.
@@ -103,30 +111,44 @@ impl ScoreSelector {
                 })
                 .filter(|&i| entries.get(i).is_some_and(|e| e.handle.load() < a.max_load));
             if let Some(i) = sticky {
-                out.push(Arc::clone(entries.remove(i).handle));
+                out.push_sticky(entries.swap_remove(i).handle);
             }
         }
-        let mut start = 0;
-        while start < entries.len() {
-            let tier = entries[start].key & FAR_BIT;
-            let len = entries[start..]
-                .iter()
-                .take_while(|e| e.key & FAR_BIT == tier)
-                .count();
-            let group = &mut entries[start..start + len];
-            if let Some(k) = pick_two(rng, group.len(), |i| group[i].score) {
-                // Rotating keeps the rest of the tier sorted by score.
-                group[..=k].rotate_right(1);
-            }
-            start += len;
+        let near = partition(&mut entries, |e| e.key & FAR_BIT == 0);
+        let mut head = 0;
+        if let Some(k) = pick_two(rng, near, |i| entries[i].score) {
+            entries.swap(0, k);
+            head = 1;
         }
-        out.extend(entries.iter().map(|e| Arc::clone(e.handle)));
-        out.extend(eligible_fallbacks(req, c, now));
+        let room = limit.saturating_sub(out.len() + head);
+        let rest = &mut entries[head..];
+        if rest.len() > room {
+            if let Some(last) = room.checked_sub(1) {
+                rest.select_nth_unstable_by_key(last, |e| e.key);
+            }
+            let keep = head + room;
+            entries.truncate(keep);
+        }
+        let rest = &mut entries[head..];
+        rest.sort_unstable_by_key(|e| e.key);
+        let far_start = rest.partition_point(|e| e.key & FAR_BIT == 0);
+        let far = &mut rest[far_start..];
+        if let Some(k) = pick_two(rng, far.len(), |i| far[i].score) {
+            // Rotating keeps the rest of the tier sorted by score.
+            far[..=k].rotate_right(1);
+        }
+        let near_kept = head + far_start;
+        for (i, e) in entries.iter().enumerate() {
+            out.push_primary(e.handle, i < near_kept);
+        }
+        for f in eligible_fallbacks(req, c, now) {
+            out.push_fallback(f);
+        }
         out
     }
 
     /// Available, permitted non-fallback candidates with their tier and
-    /// score, sorted by tier then score.
+    /// score, in candidate order.
     fn rank<'a>(
         &self,
         now: Instant,
@@ -164,7 +186,6 @@ impl ScoreSelector {
                 e.key |= FAR_BIT;
             }
         }
-        entries.sort_unstable_by_key(|e| e.key);
         entries
     }
 
@@ -193,7 +214,8 @@ impl ScoreSelector {
         req: &RouteRequest<'_>,
         c: &Candidates<'_>,
     ) -> Vec<ScoreBreakdown> {
-        let ranked = self.rank(now, req, c);
+        let mut ranked = self.rank(now, req, c);
+        ranked.sort_unstable_by_key(|e| e.key);
         let mut regions = RegionMemo::new(c, req.client_location);
         let mut rows: Vec<ScoreBreakdown> = ranked
             .iter()
@@ -248,14 +270,22 @@ fn row(e: &Entry<'_>, now: Instant, excluded: Option<&'static str>) -> ScoreBrea
 }
 
 impl Selector for ScoreSelector {
-    fn order(
-        &self,
-        req: &RouteRequest<'_>,
-        candidates: &Candidates<'_>,
-    ) -> Vec<Arc<EndpointHandle>> {
+    fn order(&self, req: &RouteRequest<'_>, candidates: &Candidates<'_>) -> Order {
         let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
         self.order_with(&mut rng, Instant::now(), req, candidates)
     }
+}
+
+/// Moves the entries matching `pred` to the front, returning their count.
+fn partition<T>(v: &mut [T], pred: impl Fn(&T) -> bool) -> usize {
+    let mut n = 0;
+    for i in 0..v.len() {
+        if pred(&v[i]) {
+            v.swap(n, i);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Per-request, per-region memo: endpoints share their region's distance

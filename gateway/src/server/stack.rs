@@ -20,7 +20,7 @@ use crate::{
     geo::{self, GeoDb},
     openai,
     policy::{AdminToken, Policy, answer, stage, usage::Price},
-    route::{RouteRequest, Selector},
+    route::{RouteRequest, Router, Selector},
     upstream::{self, Forwarded, Outbound, Trace, Upstream},
     usage::{
         Metered,
@@ -34,11 +34,12 @@ use crate::{
 pub struct Shared {
     pub config: Arc<Config>,
     pub fleet: FleetView,
-    pub selector: Arc<dyn Selector>,
+    /// Per-pool selectors, affinity and residency; also answers admin explain.
+    pub router: Arc<Router>,
     pub upstream: Upstream,
     pub limiter: Arc<Semaphore>,
     /// GeoIP database, when configured.
-    pub geo: Option<GeoDb>,
+    pub geo: Option<Arc<GeoDb>>,
     /// Overflow, spend caps, usage and cost.
     pub accounting: Accounting,
     /// Demand counts for the controller, when one listens.
@@ -190,11 +191,7 @@ async fn dispatch(
     // 6b. Usage: a stream must end with a usage chunk to be priced; add the option if missing.
     let (body, strip) = shared.accounting.prepare_body(body, &peek);
     // 7. Candidates: resolve an alias to its pool and take that pool's ready endpoints.
-    let pool_model = shared
-        .config
-        .aliases
-        .get(&peek.model)
-        .map_or(peek.model.as_str(), String::as_str);
+    let pool_model = shared.router.pool_name(&peek.model);
     let state = shared.fleet.current();
     if !state.serves(pool_model) {
         return Err(ApiError::UnknownModel(peek.model));
@@ -217,33 +214,38 @@ async fn dispatch(
     // 9. Locate the client: region header, else GeoIP of the client address; unknown means no geo term.
     let geo = &shared.config.geo;
     let located = geo::locate(
-        shared.geo.as_ref(),
+        shared.geo.as_deref(),
         peer,
         &parts.headers,
         &geo.trusted_proxies,
         // The global switch, and the key's own permission when a key is used.
         geo.allow_region_header && key.is_none_or(|k| k.allow_region_header),
     );
-    // 10. Selection: the order in which endpoints are tried, fallbacks last,
-    //    within the key's residency pin (fallbacks too).
+    // 10. Selection: the pool's weights, affinity and residency (the pool's
+    //     pin and the key's, fallbacks too); the order in which endpoints are
+    //     tried, fallbacks last.
     let candidates = state.candidates(pool_model);
     let pin = stage::pin(key, &candidates);
+    let pool = shared.router.pool(pool_model);
+    let allowed = pool.allowed_regions(pin.regions());
     let route = RouteRequest {
         model: pool_model,
         client_location: located.location.map(|l| (l.lat, l.lon)),
-        affinity_key: peek.user.as_deref(),
-        allowed_regions: pin.regions(),
+        affinity_key: pool.affinity_key(&parts.headers, peek.user.as_deref()),
+        allowed_regions: allowed.as_deref(),
+        limit: Some(shared.router.order_limit()),
     };
-    let order = pin.apply(&peek.model, shared.selector.order(&route, &candidates))?;
+    let order = pool.selector().order(&route, &candidates);
+    let attempts = pin.apply(&peek.model, order.to_vec())?;
     // 10b. Overflow: leases or the fallback tier first, within the fallback spend caps.
     let reselect = || {
-        shared
-            .selector
+        pool.selector()
             .order(&route, &shared.fleet.current().candidates(pool_model))
+            .to_vec()
     };
     let plan = shared
         .accounting
-        .plan(pool_model, order, None, reselect, &mut ctx.route)
+        .plan(pool_model, attempts, None, reselect, &mut ctx.route)
         .await;
     let plan = match plan {
         Ok(plan) => plan,
@@ -285,10 +287,13 @@ async fn dispatch(
             .is_some_and(|e| e.spec.kind == leasegate_fleet::Kind::Fallback);
         meter.record(pool_model, route.client_location, overflow);
     }
-    let forwarded = forwarded.map_err(|e| pin.on_failure(&peek.model, e))?;
+    let mut forwarded = forwarded.map_err(|e| pin.on_failure(&peek.model, e))?;
     ctx.policy
         .served_by(Price::of(forwarded.guard.endpoint(), &shared.config));
     ctx.ttfb = Some(forwarded.ttfb);
+    if shared.router.explain_headers() {
+        explain_headers(&mut forwarded, &order);
+    }
     if let Some(endpoint) = &ctx.endpoint {
         crate::metrics::record_ttft(&peek.model, endpoint, forwarded.ttfb);
     }
@@ -298,6 +303,24 @@ async fn dispatch(
         strip,
         plan,
     })
+}
+
+/// Names the endpoint that answered, its region and why it was chosen.
+fn explain_headers(forwarded: &mut Forwarded, order: &crate::route::Order) {
+    let endpoint = forwarded.guard.endpoint();
+    let tier = order
+        .placement_of(endpoint)
+        .map_or("unknown", |p| p.as_str());
+    let headers = forwarded.response.headers_mut();
+    for (name, value) in [
+        ("x-leasegate-endpoint", endpoint.spec.id.as_str()),
+        ("x-leasegate-region", endpoint.spec.region.code.as_str()),
+        ("x-leasegate-tier", tier),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
 }
 
 fn only(req: &Request<Incoming>, method: Method) -> Result<(), ApiError> {

@@ -118,7 +118,7 @@ impl Gateway {
             })
             .collect();
         let decision = decide(&self.slo, &leases, &fallbacks);
-        let order = overflow::arrange(order, &decision, self.slo.mode, is_fallback, |e| {
+        let order = overflow::arrange(order.to_vec(), &decision, self.slo.mode, is_fallback, |e| {
             e.spec.price_per_hour_usd
         });
         self.walk(order, decision, alive)

@@ -23,7 +23,9 @@ fn setup(spend: &str) -> (Accounting, FleetView) {
 }
 
 fn order(view: &FleetView) -> Vec<Arc<EndpointHandle>> {
-    PowerOfTwo.order(&RouteRequest::new("m"), &view.current().candidates("m"))
+    PowerOfTwo
+        .order(&RouteRequest::new("m"), &view.current().candidates("m"))
+        .to_vec()
 }
 
 /// Fills the lease (max_concurrency 4 in the test fleet).
