@@ -12,9 +12,7 @@ use leasegate_controller::market::{
 use leasegate_fake_console::{Control, FakeConsole, Fault, schema};
 use leasegate_fleet::{Engine, Secret};
 
-#[path = "akash/support.rs"]
-mod support;
-use support::*;
+use crate::akash_support::*;
 
 #[tokio::test]
 async fn full_lifecycle_yields_a_reachable_replica_and_closes_cleanly() {

@@ -4,14 +4,11 @@
 //! market's own books. Real time: the fake and the replicas are on sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "akash/support.rs"]
-mod fake;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::scenario::{self, Harness};
-use fake::*;
+use crate::akash_support::scenario::{self, Harness};
+use crate::akash_support::*;
 use leasegate_controller::reconcile::Failpoint;
 use leasegate_controller::{Controller, ControllerHandle};
 use leasegate_fake_console::{Control, FakeConsole, Ledger};

@@ -6,15 +6,17 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-#[path = "akash/support.rs"]
 mod support;
 
+#[path = "akash/support.rs"]
+mod akash_support;
+
+use akash_support::*;
 use leasegate_controller::akash::sdl::Expose;
 use leasegate_controller::akash::{AkashMarket, sdl};
 use leasegate_controller::market::Market;
 use leasegate_fake_console::Fault;
 use leasegate_fleet::{Engine, Secret};
-use support::*;
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);

@@ -5,16 +5,14 @@
 //! in `akash_controller.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::scenario::{self, Harness};
+use crate::support::*;
 use leasegate_controller::market::{Market, Tag};
 use leasegate_controller::reconcile::Failpoint;
 use leasegate_controller::{Controller, Deps};
-use support::scenario::{self, Harness};
-use support::*;
 
 const WANTED: usize = 2;
 

@@ -2,11 +2,10 @@
 //! probes, on real (short) time: what `leasegate serve` runs by default.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -17,7 +16,6 @@ use leasegate_controller::market::sim::{SimConfig, SimMarket};
 use leasegate_controller::probe::HttpProber;
 use leasegate_controller::store::SqliteStore;
 use leasegate_fleet::Credential;
-use support::*;
 
 async fn get(url: &str, key: Option<&str>) -> u16 {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();

@@ -3,15 +3,13 @@
 //! never from the controller's view of itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::scenario;
+use crate::support::*;
 use leasegate_controller::demand::{Demand, EndpointReport};
 use leasegate_controller::market::LeaseState;
 use leasegate_fleet::{Credential, State};
-use support::scenario;
-use support::*;
 
 #[tokio::test(start_paused = true)]
 async fn a_pool_reaches_its_minimum_and_is_published_with_keys() {

@@ -2,8 +2,6 @@
 // Helpers outside #[test] fns unwrap too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod support;
-
 use std::{
     path::PathBuf,
     sync::{
@@ -13,13 +11,13 @@ use std::{
     time::Duration,
 };
 
+use crate::support::*;
 use http::Method;
 use leasegate_fleet::{Snapshot, region};
 use leasegate_gateway::{
     Extras, Gateway, Running, auth::hash_key, config::Config, server::run::ReloadSource,
 };
 use leasegate_replica_sim::Replica;
-use support::*;
 use tokio::sync::watch;
 
 /// Set by cargo for every test run, so the tests need no `set_var`: the

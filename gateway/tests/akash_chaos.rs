@@ -5,19 +5,17 @@
 //! and no double lease; `controller close-all` must close exactly ours.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::send;
 use leasegate_controller::akash::{AkashMarket, RetryPolicy, sdl};
 use leasegate_controller::market::{Market, Tag};
 use leasegate_controller::store::{SqliteStore, Store};
 use leasegate_fake_console::{FakeConfig, FakeProvider, Ledger};
 use leasegate_fleet::Secret;
-use support::send;
 
 const API_KEY: &str = "console-key-chaos-0123456789";
 const KEY_ENV: &str = "LEASEGATE_CHAOS_CONSOLE_KEY";

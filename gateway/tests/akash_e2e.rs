@@ -4,11 +4,10 @@
 //! that lease, with the replica's own key. No secret shows in any log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use leasegate_controller::akash::{AkashMarket, RetryPolicy};
 use leasegate_controller::probe::HttpProber;
 use leasegate_controller::store::SqliteStore;
@@ -16,7 +15,6 @@ use leasegate_controller::{Controller, ControllerConfig, Deps};
 use leasegate_fake_console::{FakeConfig, FakeConsole, FakeProvider};
 use leasegate_fleet::{Credential, Secret};
 use leasegate_gateway::{Gateway, config::Config};
-use support::*;
 
 const API_KEY: &str = "console-key-e2e-0123456789";
 

@@ -1,8 +1,7 @@
 //! Config files and the CLI: every example parses, `check-config` names each problem by key path, quick start and `serve` answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support;
 use std::{path::Path, process::Command};
 
 use leasegate_gateway::{

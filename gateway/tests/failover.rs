@@ -1,11 +1,9 @@
 //! Failover before the first byte, and clean ends after it: down, failing, stalled and blackholed replicas.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use leasegate_replica_sim::Behavior;
-use support::*;
 use tokio::time::Instant;
 
 fn failing(status: u16) -> Behavior {

@@ -3,16 +3,13 @@
 // Test code: helpers outside `#[test]` fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/mmdb_writer.rs"]
-mod mmdb_writer;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::support::mmdb_writer::{MmdbWriter, Value};
 use ipnet::IpNet;
 use leasegate_fleet::region::Continent;
 use leasegate_gateway::geo::{GeoDb, GeoError, GeoOptions, Location, LocationSource, locate};
-use mmdb_writer::{MmdbWriter, Value};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

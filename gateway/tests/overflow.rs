@@ -2,14 +2,12 @@
 //!
 //! Metrics are process-wide, so each test uses its own model names.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::Method;
 use leasegate_fleet::Endpoint;
 use leasegate_replica_sim::{Behavior, Replica};
-use support::*;
 
 /// Timeouts generous enough for replicas that queue on purpose.
 const PATIENT: &str = r#"

@@ -2,15 +2,13 @@
 // Helpers outside #[test] fns unwrap too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use http::Method;
 use leasegate_fleet::Region;
 use leasegate_gateway::auth::hash_key;
 use leasegate_replica_sim::Replica;
-use support::*;
 
 const KEY: &str = "lg-test-key-for-policy-0001";
 

@@ -1,10 +1,8 @@
 //! The request path end to end against simulated replicas: pass-through, limits, errors, hygiene.
 
-mod support;
-
+use crate::support::*;
 use http::Method;
 use leasegate_replica_sim::{Behavior, hash64};
-use support::*;
 
 #[tokio::test]
 async fn non_streaming_answer_is_byte_identical_to_the_replica() {

@@ -9,20 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/mmdb_writer.rs"]
-mod mmdb_writer;
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::mmdb_writer::{MmdbWriter, Value};
+use crate::support::{FAST, Reply, chat, gateway, replica_with, send, url};
 use http::Method;
 use leasegate_fleet::{Endpoint, Engine, Kind, State, region};
 use leasegate_gateway::Running;
 use leasegate_replica_sim::{Behavior, Replica};
-use mmdb_writer::{MmdbWriter, Value};
-use support::{FAST, Reply, chat, gateway, replica_with, send, url};
 
 const EU_CLIENT: &str = "81.2.69.10";
 const NA_CLIENT: &str = "216.160.83.60";

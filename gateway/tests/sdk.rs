@@ -3,14 +3,12 @@
 //! Needs `python3` (CI installs it); the client is pip-installed into a venv
 //! under `target/sdk-venv` on first run and reused afterwards.
 
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use support::*;
+use crate::support::*;
 
 /// The client version the test is pinned to.
 const OPENAI_VERSION: &str = "1.109.1";

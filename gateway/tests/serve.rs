@@ -3,8 +3,7 @@
 //! controller over HTTP survives the controller and its own restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -129,11 +128,6 @@ async fn one_request(api: SocketAddr, stream: bool, region: Option<&str>) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_answering_while_the_sim_kills_providers_and_the_pool_recovers() {
-    // `RUST_LOG=info` shows the controller and gateway at work.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
     let dir = temp_dir("serve-chaos");
     let served = Served::start(serve_config(&dir, 7), None, None)
         .await

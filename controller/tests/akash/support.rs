@@ -12,8 +12,7 @@ use leasegate_controller::market::{BidState, Dseq, LeaseState, Market, Tag};
 use leasegate_fake_console::{FakeConfig, FakeConsole, FakeProvider};
 use leasegate_fleet::{Engine, Secret};
 
-#[path = "../support/mod.rs"]
-mod base;
+use crate::support as base;
 #[allow(unused_imports)]
 pub use base::{open_store, scenario, store_path};
 

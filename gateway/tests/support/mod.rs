@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+pub mod mmdb_writer;
+
 use std::{
     io::Write,
     net::SocketAddr,
