@@ -21,6 +21,7 @@ mod geo;
 mod overflow;
 mod policy;
 mod proxy;
+mod reload_load;
 mod route_probe;
 mod routing;
 mod sdk;
