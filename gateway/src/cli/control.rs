@@ -1,5 +1,6 @@
 //! The control plane as the binary runs it: market, state file, prober and
-//! controller, plus the admin routes it adds (`/status`, `/fleet`).
+//! controller, plus the admin routes it adds (`/status`, `/fleet`) and the
+//! controller behind the admin API's leases, pools, cordons and replacements.
 
 use std::{future::Future, path::Path, pin::Pin, sync::Arc, time::Duration};
 
@@ -16,7 +17,9 @@ use leasegate_controller::{
         Market,
         sim::{SimConfig, SimMarket},
     },
+    ops::OpsError,
     probe::HttpProber,
+    status::ControllerStatus,
     store::{SqliteStore, Store},
 };
 use leasegate_fleet::{Secret, Snapshot};
@@ -25,7 +28,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::unified::{ControlSettings, MarketKind};
 use crate::{
-    admin::AdminRoutes,
+    admin::{AdminRoutes, ControlApi, ControlApiError},
     server::{Body, body},
 };
 
@@ -140,9 +143,10 @@ fn demo_launcher() -> SimReplicaLauncher {
 }
 
 /// The admin token from the variable `var`; unset or empty means none.
+/// Trimmed like the admin API's, so one variable gives one token.
 pub fn admin_token(var: &str) -> Option<Secret> {
     match std::env::var(var) {
-        Ok(t) if !t.is_empty() => Some(Secret::new(t)),
+        Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
         _ => {
             tracing::info!(variable = %var, "no admin token set: /fleet is closed to every caller");
             None
@@ -196,6 +200,12 @@ impl AdminRoutes for ControllerRoutes {
         matches!(path, "/status" | "/fleet" | "/demand")
     }
 
+    fn control(&self) -> Option<Arc<dyn ControlApi>> {
+        Some(Arc::new(ControllerApi {
+            handle: self.handle.clone(),
+        }))
+    }
+
     fn handle(
         &self,
         req: Request<Incoming>,
@@ -240,6 +250,78 @@ impl AdminRoutes for ControllerRoutes {
                 .unwrap_or_default();
             Response::from_parts(parts, body::full(body))
         })
+    }
+}
+
+/// The controller as the admin API's `/admin/leases`, `/admin/pools`,
+/// cordons and replacements see it: the status views and the handle's
+/// operator actions, as JSON.
+struct ControllerApi {
+    handle: Arc<ControllerHandle>,
+}
+
+impl ControllerApi {
+    fn status(&self) -> Result<ControllerStatus, ControlApiError> {
+        self.handle.status().map_err(|e| {
+            tracing::warn!(error = %e, "controller status not built");
+            ControlApiError::Unavailable
+        })
+    }
+}
+
+fn ops_error(e: OpsError) -> ControlApiError {
+    match e {
+        OpsError::Store(e) => {
+            tracing::warn!(error = %e, "operator action failed at the state store");
+            ControlApiError::Unavailable
+        }
+        OpsError::UnknownLease(_) => ControlApiError::NotFound(e.to_string()),
+        OpsError::NotReplaceable { .. } => ControlApiError::Conflict(e.to_string()),
+        OpsError::BadProvider => ControlApiError::BadRequest(e.to_string()),
+    }
+}
+
+impl ControlApi for ControllerApi {
+    fn leases(&self) -> Result<serde_json::Value, ControlApiError> {
+        let st = self.status()?;
+        Ok(serde_json::json!({
+            "leases": st.leases,
+            "spend_usd_per_hour": st.spend_usd_per_hour,
+        }))
+    }
+
+    fn pools(&self) -> Result<serde_json::Value, ControlApiError> {
+        let st = self.status()?;
+        Ok(serde_json::json!({ "pools": st.pools, "cordoned": st.cordoned }))
+    }
+
+    fn cordon(
+        &self,
+        provider: &str,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<serde_json::Value, ControlApiError> {
+        if on {
+            let c = self.handle.cordon(provider, reason).map_err(ops_error)?;
+            Ok(serde_json::json!({
+                "provider": c.provider,
+                "cordoned": true,
+                "reason": c.reason,
+                "since_ms": c.since_ms,
+            }))
+        } else {
+            let was = self.handle.uncordon(provider).map_err(ops_error)?;
+            Ok(serde_json::json!({
+                "provider": provider,
+                "cordoned": false,
+                "was_cordoned": was,
+            }))
+        }
+    }
+
+    fn replace(&self, lease: &str) -> Result<serde_json::Value, ControlApiError> {
+        let r = self.handle.replace(lease).map_err(ops_error)?;
+        serde_json::to_value(r).map_err(|_| ControlApiError::Unavailable)
     }
 }
 
