@@ -217,3 +217,37 @@ pub async fn controller(unified: Unified, seed: Option<u64>, admin: SocketAddr) 
     running.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::unified::{Defaults, parse};
+
+    // Cargo sets these for every test run: a long value and a one-digit one.
+    const LONG: &str = "CARGO_PKG_DESCRIPTION";
+    const SHORT: &str = "CARGO_PKG_VERSION_MAJOR";
+
+    fn unified(text: &str) -> Unified {
+        parse(text, Defaults::Serve).unwrap()
+    }
+
+    #[test]
+    fn the_admin_section_wins_else_a_long_enough_controller_token_is_adopted() {
+        let mut u = unified(&format!(
+            "[admin]\ntoken_env = \"{LONG}\"\n[controller]\nadmin_token_env = \"{SHORT}\"\n"
+        ));
+        assert_eq!(unify_admin_token(&mut u), None);
+        assert_eq!(token_var(&u), LONG);
+
+        let mut u = unified(&format!("[controller]\nadmin_token_env = \"{LONG}\"\n"));
+        assert_eq!(unify_admin_token(&mut u).as_deref(), Some(LONG));
+        assert_eq!(u.gateway.admin.token_env.as_deref(), Some(LONG));
+        assert_eq!(token_var(&u), LONG);
+
+        // Too short for /admin/*: it keeps guarding /fleet, /admin/* stays off.
+        let mut u = unified(&format!("[controller]\nadmin_token_env = \"{SHORT}\"\n"));
+        assert_eq!(unify_admin_token(&mut u), None);
+        assert_eq!(u.gateway.admin.token_env, None);
+        assert_eq!(token_var(&u), SHORT);
+    }
+}
