@@ -109,6 +109,16 @@ pub async fn handle_without_gateway(
     probes_and_metrics(&prometheus, &fleet, &req)
 }
 
+/// The controller's `/admin/*` routes (leases, pools, cordons, replacements)
+/// for a process without a gateway (`leasegate controller`), whose admin
+/// routes check the token themselves.
+pub fn control_only(control: Arc<dyn ControlApi>, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    api::control_routes(Some(control), req.method(), &segments, req.uri().query())
+        .unwrap_or_else(|| ApiError::NotFound(path.to_owned()).into_response())
+}
+
 /// `GET /metrics`, `/health` and `/ready`.
 fn probes_and_metrics(
     prometheus: &PrometheusHandle,

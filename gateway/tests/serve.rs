@@ -291,6 +291,27 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     );
     // /fleet carries replica keys: no token, no fleet; /status is plain.
     assert_eq!(support::get(admin, "/fleet").await.status, 401);
+    // With no gateway here, the controller serves the admin API's
+    // controller routes itself, behind the same token.
+    let t = Some(token.expose());
+    assert_eq!(
+        admin_call(admin, "GET", "/admin/leases", None).await.status,
+        401
+    );
+    let leases = admin_call(admin, "GET", "/admin/leases", t).await;
+    assert!(!leases.json()["leases"].as_array().unwrap().is_empty());
+    let cordon = admin_call(admin, "POST", "/admin/providers/akash1x/cordon", t).await;
+    assert_eq!(cordon.json()["cordoned"], true);
+    let lifted = admin_call(admin, "POST", "/admin/providers/akash1x/uncordon", t).await;
+    assert_eq!(lifted.json()["was_cordoned"], true);
+    assert_eq!(
+        admin_call(admin, "GET", "/admin/fleet", t).await.status,
+        404
+    );
+    assert_eq!(
+        admin_call(admin, "PUT", "/admin/pools", t).await.status,
+        405
+    );
     let status: ControllerStatus =
         serde_json::from_str(&support::get(admin, "/status").await.text()).unwrap();
     assert!(status.pools.iter().any(|p| p.name == "llama"));

@@ -38,6 +38,9 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(resp) = control_routes(control, &method, &segments, req.uri().query()) {
+        return resp;
+    }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["admin", "fleet"]) => Ok(ok(views::fleet(&live.fleet().current()))),
         (&Method::GET, ["admin", "endpoints"]) => Ok(ok(views::endpoints(live))),
@@ -53,40 +56,46 @@ pub async fn handle(
         }
         (&Method::POST, ["admin", "reload"]) => Ok(reload(live).await),
         (&Method::GET, ["admin", "explain"]) => explain(live, req.uri().query().unwrap_or("")),
-        (&Method::GET, ["admin", "leases"]) => {
-            return controlled(control, StatusCode::OK, |c| c.leases());
-        }
-        (&Method::GET, ["admin", "pools"]) => {
-            return controlled(control, StatusCode::OK, |c| c.pools());
-        }
-        (&Method::POST, ["admin", "providers", p, "cordon"]) => {
-            let reason = query_param(req.uri().query(), "reason");
-            return controlled(control, StatusCode::OK, |c| c.cordon(p, true, reason));
-        }
-        (&Method::DELETE, ["admin", "providers", p, "cordon"])
-        | (&Method::POST, ["admin", "providers", p, "uncordon"]) => {
-            return controlled(control, StatusCode::OK, |c| c.cordon(p, false, None));
-        }
-        // Accepted: the replacement is acquired by the controller's loop.
-        (&Method::POST, ["admin", "leases", id, "replace"]) => {
-            return controlled(control, StatusCode::ACCEPTED, |c| c.replace(id));
-        }
-        (
-            _,
-            [
-                "admin",
-                "fleet" | "endpoints" | "config" | "explain" | "leases" | "pools",
-            ],
-        )
+        (_, ["admin", "fleet" | "endpoints" | "config" | "explain"])
         | (_, ["admin", "reload"])
-        | (_, ["admin", "endpoints", _, "drain"])
-        | (_, ["admin", "providers", _, "cordon" | "uncordon"])
-        | (_, ["admin", "leases", _, "replace"]) => {
+        | (_, ["admin", "endpoints", _, "drain"]) => {
             Err(ApiError::MethodNotAllowed(method.to_string()))
         }
         _ => Err(ApiError::NotFound(path.clone())),
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The controller's routes (leases, pools, cordons, replacements), or
+/// `None` when the path is not one of them. The caller checked the token.
+pub(super) fn control_routes(
+    control: Option<Arc<dyn ControlApi>>,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Option<Response<Body>> {
+    Some(match (method, segments) {
+        (&Method::GET, ["admin", "leases"]) => controlled(control, StatusCode::OK, |c| c.leases()),
+        (&Method::GET, ["admin", "pools"]) => controlled(control, StatusCode::OK, |c| c.pools()),
+        (&Method::POST, ["admin", "providers", p, "cordon"]) => {
+            let reason = query_param(query, "reason");
+            controlled(control, StatusCode::OK, |c| c.cordon(p, true, reason))
+        }
+        (&Method::DELETE, ["admin", "providers", p, "cordon"])
+        | (&Method::POST, ["admin", "providers", p, "uncordon"]) => {
+            controlled(control, StatusCode::OK, |c| c.cordon(p, false, None))
+        }
+        // Accepted: the replacement is acquired by the controller's loop.
+        (&Method::POST, ["admin", "leases", id, "replace"]) => {
+            controlled(control, StatusCode::ACCEPTED, |c| c.replace(id))
+        }
+        (_, ["admin", "leases" | "pools"])
+        | (_, ["admin", "providers", _, "cordon" | "uncordon"])
+        | (_, ["admin", "leases", _, "replace"]) => {
+            ApiError::MethodNotAllowed(method.to_string()).into_response()
+        }
+        _ => return None,
+    })
 }
 
 /// Runs `f` on the controller, or answers that there is none.

@@ -106,6 +106,18 @@ impl ControlPlane {
     /// The admin routes of this controller; `/fleet` needs `token` (none:
     /// `/fleet` refuses every caller).
     pub fn routes(&self, token: Option<&Secret>) -> Arc<dyn AdminRoutes> {
+        self.build_routes(token, false)
+    }
+
+    /// [`ControlPlane::routes`] plus the admin API's controller routes
+    /// (`/admin/leases`, `/admin/pools`, cordons, replacements) behind the
+    /// same token, for a process with no gateway to serve them
+    /// (`leasegate controller`).
+    pub fn routes_with_admin_api(&self, token: Option<&Secret>) -> Arc<dyn AdminRoutes> {
+        self.build_routes(token, true)
+    }
+
+    fn build_routes(&self, token: Option<&Secret>, admin_api: bool) -> Arc<dyn AdminRoutes> {
         let token = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
         Arc::new(ControllerRoutes {
             handle: self.handle.clone(),
@@ -113,6 +125,7 @@ impl ControlPlane {
             fleet: self.fleet.clone(),
             token,
             wait: LONG_POLL,
+            admin_api,
         })
     }
 
@@ -193,17 +206,18 @@ struct ControllerRoutes {
     /// SHA-256 of the admin token; `None`: `/fleet` is closed.
     token: Option<[u8; 32]>,
     wait: Duration,
+    /// Also serve `/admin/*` (no gateway in this process does).
+    admin_api: bool,
 }
 
 impl AdminRoutes for ControllerRoutes {
     fn serves(&self, path: &str) -> bool {
         matches!(path, "/status" | "/fleet" | "/demand")
+            || (self.admin_api && path.starts_with("/admin/"))
     }
 
     fn control(&self) -> Option<Arc<dyn ControlApi>> {
-        Some(Arc::new(ControllerApi {
-            handle: self.handle.clone(),
-        }))
+        Some(self.api())
     }
 
     fn handle(
@@ -211,6 +225,12 @@ impl AdminRoutes for ControllerRoutes {
         req: Request<Incoming>,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let path = req.uri().path();
+        if path.starts_with("/admin/") {
+            if !self.authorized(req.headers()) {
+                return ready(unauthorized());
+            }
+            return ready(crate::admin::control_only(self.api(), &req));
+        }
         let want = if path == "/demand" {
             http::Method::POST
         } else {
@@ -228,11 +248,7 @@ impl AdminRoutes for ControllerRoutes {
             return ready(self.status());
         }
         if !self.authorized(req.headers()) {
-            return ready(error(
-                StatusCode::UNAUTHORIZED,
-                "a valid admin bearer token is required",
-                "invalid_admin_token",
-            ));
+            return ready(unauthorized());
         }
         if path == "/demand" {
             let signals = self.signals.clone();
@@ -325,6 +341,14 @@ impl ControlApi for ControllerApi {
     }
 }
 
+fn unauthorized() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "a valid admin bearer token is required",
+        "invalid_admin_token",
+    )
+}
+
 fn ready(resp: Response<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
     Box::pin(std::future::ready(resp))
 }
@@ -362,6 +386,12 @@ async fn demand(signals: Signals, req: Request<Incoming>) -> Response<Body> {
 }
 
 impl ControllerRoutes {
+    fn api(&self) -> Arc<dyn ControlApi> {
+        Arc::new(ControllerApi {
+            handle: self.handle.clone(),
+        })
+    }
+
     fn status(&self) -> Response<Body> {
         match self.handle.status() {
             Ok(st) => json(StatusCode::OK, serde_json::to_vec(&st).unwrap_or_default()),

@@ -153,7 +153,9 @@ pub struct ControllerOnly {
 
 impl ControllerOnly {
     /// Starts the controller and serves `/fleet`, `/status`, `/metrics`,
-    /// `/health` and `/ready` (a ready lease exists) on `admin`.
+    /// `/health`, `/ready` (a ready lease exists) and the admin API's
+    /// controller routes (`/admin/leases`, `/admin/pools`, cordons,
+    /// replacements; behind the admin token) on `admin`.
     pub async fn start(
         unified: Unified,
         seed: Option<u64>,
@@ -168,7 +170,7 @@ impl ControllerOnly {
         // this one mirrors what the controller publishes.
         let view = FleetView::new(HealthConfig::default());
         let mirror = view.subscribe_from(control.fleet.clone());
-        let routes = control.routes(admin_token.as_ref());
+        let routes = control.routes_with_admin_api(admin_token.as_ref());
         let (stop, stop_rx) = watch::channel(false);
         let opts = ListenerOptions {
             header_read_timeout: unified.gateway.timeouts.header_read,
