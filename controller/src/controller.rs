@@ -12,11 +12,12 @@ use crate::demand::Signals;
 use crate::fleet::{Publisher, endpoints};
 use crate::launcher::Prober;
 use crate::market::Market;
+use crate::ops::{self, OpsError, Replacement};
 use crate::pool::{ControllerConfig, Pool};
 use crate::reconcile::{Context, Error, Failpoint, error_policy, reconcile, recover};
 use crate::sdl::{self, RenderSdl};
 use crate::status::{self, ControllerStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{Cordon, Store, StoreError};
 
 /// What the controller runs against.
 pub struct Deps {
@@ -132,6 +133,26 @@ impl ControllerHandle {
 
     pub fn status(&self) -> Result<ControllerStatus, StoreError> {
         status::build(&self.ctx, &self.pools)
+    }
+
+    /// Cordons a provider (durably): no new lease goes to it; its leases
+    /// stay until replaced. See [`ops::cordon`].
+    pub fn cordon(&self, provider: &str, reason: Option<String>) -> Result<Cordon, OpsError> {
+        ops::cordon(&self.ctx, provider, reason)
+    }
+
+    /// Lifts a cordon; whether there was one.
+    pub fn uncordon(&self, provider: &str) -> Result<bool, OpsError> {
+        ops::uncordon(&self.ctx, provider)
+    }
+
+    pub fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.ctx.store.cordons()
+    }
+
+    /// Force-replaces a ready lease, make-before-break. See [`ops::replace`].
+    pub fn replace(&self, lease: &str) -> Result<Replacement, OpsError> {
+        ops::replace(&self.ctx, lease)
     }
 
     /// Whether a test failpoint fired (the controller stopped working).
@@ -256,6 +277,7 @@ async fn pool_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    let mut kicks = ctx.kicks();
     loop {
         if *stop.borrow() || ctx.crashed() {
             return;
@@ -288,8 +310,12 @@ async fn pool_loop(
             .requeue_after
             .unwrap_or(Duration::from_secs(300))
             .max(Duration::from_millis(10));
+        // A kick during the run wakes the loop at once: one more
+        // (idempotent) run rather than a missed action.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // The sender lives in `ctx`, which this loop holds: never closed.
+            Ok(()) = kicks.changed() => {}
             _ = stop.changed() => return,
         }
     }

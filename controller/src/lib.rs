@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod fleet_follow;
 pub mod launcher;
 pub mod market;
+pub mod ops;
 pub mod pool;
 pub mod probe;
 pub mod reconcile;

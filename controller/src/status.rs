@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::Pool;
 use crate::reconcile::{Context, endpoint_id};
-use crate::store::{IntentKind, Step, StoreError};
+use crate::store::{Cordon, IntentKind, Step, StoreError};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControllerStatus {
@@ -14,6 +14,9 @@ pub struct ControllerStatus {
     pub leases: Vec<LeaseView>,
     /// What the open leases cost together.
     pub spend_usd_per_hour: f64,
+    /// Providers the operator cordoned (no new leases).
+    #[serde(default)]
+    pub cordoned: Vec<Cordon>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub struct LeaseView {
     pub note: Option<String>,
     /// `healthy`, `unhealthy`, `unreachable`, `unknown`.
     pub health: String,
+    /// Its provider is cordoned: the lease stays, its replacement will not.
+    #[serde(default)]
+    pub cordoned: bool,
 }
 
 /// Builds the view from the store and the pools' runtime memory, and sets
@@ -61,7 +67,10 @@ pub fn build(ctx: &Context, pools: &[Pool]) -> Result<ControllerStatus, StoreErr
     let now = tokio::time::Instant::now();
     let intents = ctx.store.intents(false)?;
     let leases = ctx.store.leases(false)?;
-    let mut out = ControllerStatus::default();
+    let mut out = ControllerStatus {
+        cordoned: ctx.store.cordons()?,
+        ..ControllerStatus::default()
+    };
     for pool in pools {
         let mine: Vec<_> = intents
             .iter()
@@ -131,6 +140,7 @@ pub fn build(ctx: &Context, pools: &[Pool]) -> Result<ControllerStatus, StoreErr
                 runway_s,
                 note: i.reason.clone(),
                 health: health.into(),
+                cordoned: out.cordoned.iter().any(|c| c.provider == l.provider),
             });
         }
         out.pools.push(ps);
@@ -194,5 +204,9 @@ pub fn table(st: &ControllerStatus) -> String {
         );
     }
     let _ = writeln!(out, "\nspend: ${:.2}/h", st.spend_usd_per_hour);
+    if !st.cordoned.is_empty() {
+        let names: Vec<&str> = st.cordoned.iter().map(|c| c.provider.as_str()).collect();
+        let _ = writeln!(out, "cordoned: {}", names.join(", "));
+    }
     out
 }

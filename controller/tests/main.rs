@@ -15,5 +15,6 @@ mod akash_support;
 mod akash;
 mod akash_controller;
 mod crash;
+mod ops;
 mod real_replicas;
 mod sim_controller;

@@ -119,6 +119,8 @@ const ADMIN_CALLS: &[(&str, &str)] = &[
     ("GET", "/admin/explain?model=m&region=eu-west-1&key=tenant"),
     ("POST", "/admin/reload"),
     ("POST", "/admin/providers/p1/cordon"),
+    ("DELETE", "/admin/providers/p1/cordon"),
+    ("POST", "/admin/providers/p1/uncordon"),
     ("POST", "/admin/leases/l1/replace"),
     ("POST", "/admin/endpoints/nope/drain"),
     ("GET", "/admin/nothing-here"),
@@ -212,7 +214,24 @@ async fn no_admin_response_contains_a_secret() {
         .await
         .json();
     assert_eq!(fleet["endpoints"][0]["credential"], "<redacted>");
-    assert!(seen.iter().any(|s| s.contains("-> 501")), "{seen:?}");
+    // A gateway without a controller says so on the controller's routes.
+    for (m, p) in ADMIN_CALLS {
+        if ["/leases", "/pools", "/providers/"]
+            .iter()
+            .any(|x| p.starts_with(&format!("/admin{x}")))
+        {
+            let reply = admin(&gw, method(m), p, Some(&token())).await;
+            let e = reply.openai_error(409);
+            assert_eq!(e["code"], "no_controller", "{m} {p}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("runs no lease controller")
+            );
+        }
+    }
+    assert!(!seen.iter().any(|s| s.contains("-> 501")), "{seen:?}");
     // And none of it went to the log either.
     let log = logs();
     for (what, secret) in &secrets[..6] {
@@ -479,6 +498,7 @@ fn the_openapi_document_describes_every_admin_route() {
         "/admin/endpoints",
         "/admin/endpoints/{id}/drain",
         "/admin/providers/{id}/cordon",
+        "/admin/providers/{id}/uncordon",
         "/admin/leases",
         "/admin/leases/{id}/replace",
         "/admin/pools",

@@ -37,6 +37,11 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// The built-in serve config on loopback port 0 with its own state file.
 fn serve_config(dir: &Path, seed: u64) -> Unified {
+    serve_config_with(dir, seed, "")
+}
+
+/// [`serve_config`] with more `[controller]` keys.
+fn serve_config_with(dir: &Path, seed: u64, controller: &str) -> Unified {
     let text = format!(
         r#"
 [listen]
@@ -54,6 +59,7 @@ id = "serve-test"
 state_file = {state:?}
 admin = "127.0.0.1:0"
 demand_interval = "500ms"
+{controller}
 
 [controller.backoff]
 base = "500ms"
@@ -96,6 +102,14 @@ fn ready(status: &ControllerStatus, pool: &str) -> u32 {
         .map_or(0, |p| p.ready)
 }
 
+/// Waits (up to 60 s) until the controller has llama's minimum of 3 ready.
+async fn until_llama_ready(handle: &leasegate_controller::ControllerHandle) -> bool {
+    wait_until(Duration::from_secs(60), || {
+        handle.status().is_ok_and(|s| ready(&s, "llama") >= 3)
+    })
+    .await
+}
+
 /// A chat completion, streaming or not, counted as a success only when
 /// the whole answer arrived (a stream cut mid-way is an error).
 async fn one_request(api: SocketAddr, stream: bool, region: Option<&str>) -> bool {
@@ -135,10 +149,7 @@ async fn serve_keeps_answering_while_the_sim_kills_providers_and_the_pool_recove
     let api = served.gateway.api_addr;
     let handle = served.control.handle.clone();
     assert!(
-        wait_until(Duration::from_secs(60), || {
-            handle.status().is_ok_and(|s| ready(&s, "llama") >= 3)
-        })
-        .await,
+        until_llama_ready(&handle).await,
         "the pool never reached its minimum: {:?}",
         handle.status()
     );
@@ -280,6 +291,27 @@ async fn a_gateway_following_a_controller_serves_without_it_and_restarts_from_it
     );
     // /fleet carries replica keys: no token, no fleet; /status is plain.
     assert_eq!(support::get(admin, "/fleet").await.status, 401);
+    // With no gateway here, the controller serves the admin API's
+    // controller routes itself, behind the same token.
+    let t = Some(token.expose());
+    assert_eq!(
+        admin_call(admin, "GET", "/admin/leases", None).await.status,
+        401
+    );
+    let leases = admin_call(admin, "GET", "/admin/leases", t).await;
+    assert!(!leases.json()["leases"].as_array().unwrap().is_empty());
+    let cordon = admin_call(admin, "POST", "/admin/providers/akash1x/cordon", t).await;
+    assert_eq!(cordon.json()["cordoned"], true);
+    let lifted = admin_call(admin, "POST", "/admin/providers/akash1x/uncordon", t).await;
+    assert_eq!(lifted.json()["was_cordoned"], true);
+    assert_eq!(
+        admin_call(admin, "GET", "/admin/fleet", t).await.status,
+        404
+    );
+    assert_eq!(
+        admin_call(admin, "PUT", "/admin/pools", t).await.status,
+        405
+    );
     let status: ControllerStatus =
         serde_json::from_str(&support::get(admin, "/status").await.text()).unwrap();
     assert!(status.pools.iter().any(|p| p.name == "llama"));
@@ -413,4 +445,179 @@ fn max_dseq(ledger: &leasegate_controller::market::sim::Ledger) -> u64 {
         .filter_map(|d| d.dseq.parse().ok())
         .max()
         .unwrap_or(0)
+}
+
+/// An admin call on `serve`'s admin listener, with or without a bearer token.
+async fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> support::Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    support::send(
+        &support::url(addr),
+        method.parse().unwrap(),
+        path,
+        bytes::Bytes::new(),
+        &headers,
+    )
+    .await
+}
+
+/// The replica keys of the fleet the controller publishes.
+fn replica_keys(served: &Served) -> Vec<String> {
+    served
+        .control
+        .fleet
+        .borrow()
+        .endpoints
+        .iter()
+        .filter_map(|e| match &e.credential {
+            Some(leasegate_fleet::Credential::Key { key }) => Some(key.expose().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_admin_api_lists_leases_cordons_and_replaces_behind_one_token() {
+    // Cargo sets this for every test run (no `set_var` needed). Only the
+    // controller's variable names it: under `serve` it guards /admin/* too.
+    const TOKEN_ENV: &str = "CARGO_PKG_DESCRIPTION";
+    let token = std::env::var(TOKEN_ENV).unwrap();
+    let dir = temp_dir("serve-admin");
+    let config = serve_config_with(&dir, 5, &format!("admin_token_env = \"{TOKEN_ENV}\""));
+    let served = Served::start(config, None, None).await.unwrap();
+    let admin = served.gateway.admin_addr;
+    let handle = served.control.handle.clone();
+    assert!(until_llama_ready(&handle).await, "{:?}", handle.status());
+    let mut secrets = replica_keys(&served);
+    assert!(!secrets.is_empty());
+    secrets.push(token.clone());
+    let mut answers = Vec::new();
+    let routes = [
+        ("GET", "/admin/leases"),
+        ("GET", "/admin/pools"),
+        ("POST", "/admin/providers/p1/cordon"),
+        ("DELETE", "/admin/providers/p1/cordon"),
+        ("POST", "/admin/providers/p1/uncordon"),
+        ("POST", "/admin/leases/lease-1/replace"),
+        ("GET", "/admin/fleet"),
+        ("GET", "/fleet"),
+        ("POST", "/demand"),
+    ];
+    for (m, p) in routes {
+        for t in [None, Some("wrong-token-but-long-enough")] {
+            let reply = admin_call(admin, m, p, t).await;
+            assert_eq!(reply.status, 401, "{m} {p} with {t:?}: {}", reply.text());
+            answers.push(reply.text());
+        }
+    }
+    // One token for the whole listener: the controller's /fleet and the gateway's /admin/*.
+    assert_eq!(
+        admin_call(admin, "GET", "/fleet", Some(&token))
+            .await
+            .status,
+        200
+    );
+    let fleet = admin_call(admin, "GET", "/admin/fleet", Some(&token)).await;
+    assert_eq!(fleet.status, 200, "{}", fleet.text());
+    answers.push(fleet.text());
+
+    let leases = admin_call(admin, "GET", "/admin/leases", Some(&token)).await;
+    assert_eq!(leases.status, 200, "{}", leases.text());
+    answers.push(leases.text());
+    let leases = leases.json();
+    assert!(leases["spend_usd_per_hour"].as_f64().unwrap() > 0.0);
+    let rows = leases["leases"].as_array().unwrap();
+    let first = rows
+        .iter()
+        .find(|l| l["pool"] == "llama" && l["state"] == "ready")
+        .unwrap()
+        .clone();
+    let provider = first["provider"].as_str().unwrap().to_owned();
+    let old = first["endpoint_id"].as_str().unwrap().to_owned();
+
+    // Cordon the provider of that lease: the lease stays, and says so.
+    let path = format!("/admin/providers/{provider}/cordon?reason=maintenance");
+    let reply = admin_call(admin, "POST", &path, Some(&token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    answers.push(reply.text());
+    assert_eq!(reply.json()["cordoned"], true);
+    let pools = admin_call(admin, "GET", "/admin/pools", Some(&token)).await;
+    answers.push(pools.text());
+    let pools = pools.json();
+    assert_eq!(pools["cordoned"][0]["provider"], provider.as_str());
+    assert_eq!(pools["cordoned"][0]["reason"], "maintenance");
+    assert!(
+        pools["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "llama")
+    );
+    let sim = served.control.sim.clone().unwrap();
+    let before: Vec<String> = sim
+        .ledger()
+        .deployments
+        .iter()
+        .map(|d| d.dseq.clone())
+        .collect();
+
+    // Force-replace it: accepted, then the old lease goes once a new one serves.
+    let unknown = admin_call(
+        admin,
+        "POST",
+        "/admin/leases/lease-999999/replace",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(unknown.openai_error(404)["code"], "not_found");
+    let path = format!("/admin/leases/{old}/replace");
+    let reply = admin_call(admin, "POST", &path, Some(&token)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    answers.push(reply.text());
+    assert_eq!(reply.json()["state"], "replacing");
+    let gone = wait_until(Duration::from_secs(60), || {
+        handle.status().is_ok_and(|s| {
+            ready(&s, "llama") >= 3 && !s.leases.iter().any(|l| l.endpoint_id == old)
+        })
+    })
+    .await;
+    assert!(gone, "{:?}", handle.status());
+    secrets.extend(replica_keys(&served));
+    // No new lease went to the cordoned provider.
+    let ledger = sim.ledger();
+    let new: Vec<_> = ledger
+        .deployments
+        .iter()
+        .filter(|d| !before.contains(&d.dseq))
+        .collect();
+    assert!(!new.is_empty(), "{ledger:#?}");
+    for d in new.iter().filter_map(|d| d.lease.as_ref()) {
+        assert_ne!(d.provider, provider, "{ledger:#?}");
+    }
+    let leases = admin_call(admin, "GET", "/admin/leases", Some(&token)).await;
+    answers.push(leases.text());
+
+    // Lifted again.
+    let path = format!("/admin/providers/{provider}/cordon");
+    let reply = admin_call(admin, "DELETE", &path, Some(&token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["was_cordoned"], true);
+    let pools = admin_call(admin, "GET", "/admin/pools", Some(&token)).await;
+    answers.push(pools.text());
+    assert_eq!(pools.json()["cordoned"], serde_json::json!([]));
+    answers.push(admin_call(admin, "GET", "/status", None).await.text());
+
+    // No admin answer carried a replica key or the token.
+    for text in &answers {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "a secret in: {text}");
+        }
+    }
+    served.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -132,9 +132,15 @@ pub(super) async fn choose_bid(
     };
     let providers = ctx.providers().await?;
     let history = ctx.store.provider_history()?;
-    // A replacement must not land on the provider it replaces, and the
-    // pool's replicas spread across providers.
-    let mut avoid = Vec::new();
+    // A replacement must not land on the provider it replaces, no new
+    // lease goes to a cordoned provider, and the pool's replicas spread
+    // across providers.
+    let mut avoid: Vec<String> = ctx
+        .store
+        .cordons()?
+        .into_iter()
+        .map(|c| c.provider)
+        .collect();
     let mut busy: HashMap<String, u32> = HashMap::new();
     for i in ctx.store.intents(false)? {
         let Some(b) = i.bid.filter(|_| i.pool == pool.name && i.id != intent.id) else {

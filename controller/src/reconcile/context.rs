@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Error, error_policy};
@@ -64,6 +65,9 @@ pub struct Context {
     pub render: RenderSdl,
     pub backoff: Backoff,
     pub(crate) pools: Mutex<HashMap<String, PoolRuntime>>,
+    /// Bumped by operator actions so the pool loops reconcile now rather
+    /// than at their next requeue.
+    kick: watch::Sender<u64>,
     failpoint: Mutex<Option<Failpoint>>,
     crashed: AtomicBool,
     providers: Mutex<Option<(Instant, Arc<Vec<ProviderInfo>>)>>,
@@ -105,6 +109,7 @@ impl Context {
             render,
             backoff: Backoff::default(),
             pools: Mutex::new(HashMap::new()),
+            kick: watch::Sender::new(0),
             failpoint: Mutex::new(None),
             crashed: AtomicBool::new(false),
             providers: Mutex::new(None),
@@ -123,6 +128,16 @@ impl Context {
     /// timestamps already stored (a restart under simulated time).
     pub fn not_before(&mut self, ms: u64) {
         self.origin_ms = self.origin_ms.max(ms);
+    }
+
+    /// Wakes every pool loop for a reconcile now.
+    pub fn kick(&self) {
+        self.kick.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Fires on [`Context::kick`].
+    pub fn kicks(&self) -> watch::Receiver<u64> {
+        self.kick.subscribe()
     }
 
     pub fn set_failpoint(&self, point: Option<Failpoint>) {

@@ -184,6 +184,16 @@ pub struct LeaseRecord {
     pub close_reason: Option<String>,
 }
 
+/// A provider the operator cordoned: no new lease goes to it, and the
+/// leases it already has stay until they are replaced or released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cordon {
+    pub provider: String,
+    pub reason: Option<String>,
+    /// When it was first cordoned (a repeat keeps this, updates the reason).
+    pub since_ms: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProviderHistory {
     pub successes: u64,
@@ -211,6 +221,12 @@ pub trait Store: Send + Sync + 'static {
     fn record_provider(&self, provider: &str, success: bool, now_ms: u64)
     -> Result<(), StoreError>;
     fn provider_history(&self) -> Result<HashMap<String, ProviderHistory>, StoreError>;
+    /// Cordons `c.provider`; cordoning it again only updates the reason.
+    fn cordon(&self, c: &Cordon) -> Result<(), StoreError>;
+    /// Lifts a cordon; whether there was one.
+    fn uncordon(&self, provider: &str) -> Result<bool, StoreError>;
+    /// Every cordoned provider, by provider id.
+    fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;
     /// The next fleet snapshot version; persisted so versions keep rising
     /// across controller restarts (gateways long-poll with `after=`).
     fn next_fleet_version(&self) -> Result<u64, StoreError>;

@@ -7,7 +7,7 @@ use leasegate_fleet::Secret;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Intent, IntentKind, LeaseRecord, ProviderHistory, Step, Store, StoreError};
+use super::{Cordon, Intent, IntentKind, LeaseRecord, ProviderHistory, Step, Store, StoreError};
 use crate::market::{BidId, Dseq};
 
 /// Each entry moves the schema one version up; never edit a shipped one.
@@ -58,6 +58,12 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 2: providers cordoned by the operator.
+    "CREATE TABLE cordons (
+        provider TEXT PRIMARY KEY,
+        reason TEXT,
+        since_ms INTEGER NOT NULL
+    );",
 ];
 
 /// SQLite behind a short-held lock: every call is a few statements.
@@ -321,6 +327,35 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn cordon(&self, c: &Cordon) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO cordons (provider, reason, since_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(provider) DO UPDATE SET reason = ?2",
+            params![c.provider, c.reason, c.since_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn uncordon(&self, provider: &str) -> Result<bool, StoreError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute("DELETE FROM cordons WHERE provider = ?1", [provider])? > 0)
+    }
+
+    fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT provider, reason, since_ms FROM cordons ORDER BY provider")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Cordon {
+                provider: r.get(0)?,
+                reason: r.get(1)?,
+                since_ms: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn next_fleet_version(&self) -> Result<u64, StoreError> {
         let conn = self.conn.lock();
         let v: i64 = conn.query_row(
@@ -360,6 +395,21 @@ mod tests {
             s.record_provider("prov", false, 2).unwrap();
             assert_eq!(s.next_fleet_version().unwrap(), 1);
             assert_eq!(s.next_fleet_version().unwrap(), 2);
+            let c = |reason: &str, since_ms| Cordon {
+                provider: "prov".into(),
+                reason: Some(reason.into()),
+                since_ms,
+            };
+            s.cordon(&c("flaky", 10)).unwrap();
+            s.cordon(&c("still flaky", 20)).unwrap();
+            s.cordon(&Cordon {
+                provider: "gone".into(),
+                reason: None,
+                since_ms: 30,
+            })
+            .unwrap();
+            assert!(s.uncordon("gone").unwrap());
+            assert!(!s.uncordon("gone").unwrap());
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
@@ -370,6 +420,11 @@ mod tests {
         let h = s.provider_history().unwrap()["prov"];
         assert_eq!((h.successes, h.failures), (1, 1));
         assert_eq!(s.next_fleet_version().unwrap(), 3);
+        // A cordon survives a restart; cordoning again kept the first time.
+        let cordons = s.cordons().unwrap();
+        assert_eq!(cordons.len(), 1, "{cordons:?}");
+        assert_eq!(cordons[0].reason.as_deref(), Some("still flaky"));
+        assert_eq!(cordons[0].since_ms, 10);
         let _ = std::fs::remove_file(&path);
     }
 }

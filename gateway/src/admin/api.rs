@@ -1,4 +1,5 @@
-//! The `/admin/*` routes: token check, then fleet and config views, drain, reload and explain.
+//! The `/admin/*` routes: token check, then fleet and config views, drain, reload and explain,
+//! and the lease controller's leases, pools, cordons and replacements when the process runs one.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::views;
+use super::{ControlApi, ControlApiError, views};
 use crate::{
     error::ApiError,
     reload::Live,
@@ -17,8 +18,13 @@ use crate::{
 };
 
 /// Routes one admin request. Every path needs the admin token; without a
-/// configured token the admin API refuses everything.
-pub async fn handle(live: &Arc<Live>, req: Request<Incoming>) -> Response<Body> {
+/// configured token the admin API refuses everything. `control` is the
+/// lease controller, if this process runs one.
+pub async fn handle(
+    live: &Arc<Live>,
+    control: Option<Arc<dyn ControlApi>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let shared = live.current();
     let authorized = match &shared.admin_token {
         None => Err(ApiError::AdminDisabled),
@@ -32,6 +38,9 @@ pub async fn handle(live: &Arc<Live>, req: Request<Incoming>) -> Response<Body> 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(resp) = control_routes(control, &method, &segments, req.uri().query()) {
+        return resp;
+    }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["admin", "fleet"]) => Ok(ok(views::fleet(&live.fleet().current()))),
         (&Method::GET, ["admin", "endpoints"]) => Ok(ok(views::endpoints(live))),
@@ -47,30 +56,96 @@ pub async fn handle(live: &Arc<Live>, req: Request<Incoming>) -> Response<Body> 
         }
         (&Method::POST, ["admin", "reload"]) => Ok(reload(live).await),
         (&Method::GET, ["admin", "explain"]) => explain(live, req.uri().query().unwrap_or("")),
-        (&Method::GET, ["admin", "leases"]) => Err(ApiError::NotImplemented("leases")),
-        (&Method::GET, ["admin", "pools"]) => Err(ApiError::NotImplemented("pools")),
-        (&Method::POST, ["admin", "providers", _, "cordon"]) => {
-            Err(ApiError::NotImplemented("cordoning a provider"))
-        }
-        (&Method::POST, ["admin", "leases", _, "replace"]) => {
-            Err(ApiError::NotImplemented("replacing a lease"))
-        }
-        (
-            _,
-            [
-                "admin",
-                "fleet" | "endpoints" | "config" | "explain" | "leases" | "pools",
-            ],
-        )
+        (_, ["admin", "fleet" | "endpoints" | "config" | "explain"])
         | (_, ["admin", "reload"])
-        | (_, ["admin", "endpoints", _, "drain"])
-        | (_, ["admin", "providers", _, "cordon"])
-        | (_, ["admin", "leases", _, "replace"]) => {
+        | (_, ["admin", "endpoints", _, "drain"]) => {
             Err(ApiError::MethodNotAllowed(method.to_string()))
         }
         _ => Err(ApiError::NotFound(path.clone())),
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The controller's routes (leases, pools, cordons, replacements), or
+/// `None` when the path is not one of them. The caller checked the token.
+pub(super) fn control_routes(
+    control: Option<Arc<dyn ControlApi>>,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Option<Response<Body>> {
+    Some(match (method, segments) {
+        (&Method::GET, ["admin", "leases"]) => controlled(control, StatusCode::OK, |c| c.leases()),
+        (&Method::GET, ["admin", "pools"]) => controlled(control, StatusCode::OK, |c| c.pools()),
+        (&Method::POST, ["admin", "providers", p, "cordon"]) => {
+            let reason = query_param(query, "reason");
+            controlled(control, StatusCode::OK, |c| c.cordon(p, true, reason))
+        }
+        (&Method::DELETE, ["admin", "providers", p, "cordon"])
+        | (&Method::POST, ["admin", "providers", p, "uncordon"]) => {
+            controlled(control, StatusCode::OK, |c| c.cordon(p, false, None))
+        }
+        // Accepted: the replacement is acquired by the controller's loop.
+        (&Method::POST, ["admin", "leases", id, "replace"]) => {
+            controlled(control, StatusCode::ACCEPTED, |c| c.replace(id))
+        }
+        (_, ["admin", "leases" | "pools"])
+        | (_, ["admin", "providers", _, "cordon" | "uncordon"])
+        | (_, ["admin", "leases", _, "replace"]) => {
+            ApiError::MethodNotAllowed(method.to_string()).into_response()
+        }
+        _ => return None,
+    })
+}
+
+/// Runs `f` on the controller, or answers that there is none.
+fn controlled(
+    control: Option<Arc<dyn ControlApi>>,
+    status: StatusCode,
+    f: impl FnOnce(&dyn ControlApi) -> Result<Value, ControlApiError>,
+) -> Response<Body> {
+    let result = control
+        .ok_or(ControlApiError::NoController)
+        .and_then(|c| f(c.as_ref()));
+    match result {
+        Ok(v) => with_status(status, &v),
+        Err(e) => control_error(&e),
+    }
+}
+
+/// The one mapping of [`ControlApiError`] to an OpenAI-shaped answer.
+fn control_error(e: &ControlApiError) -> Response<Body> {
+    let (status, kind, code) = match e {
+        ControlApiError::NoController => (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "no_controller",
+        ),
+        ControlApiError::NotFound(_) => {
+            (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+        }
+        ControlApiError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
+        ControlApiError::BadRequest(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_parameter",
+        ),
+        ControlApiError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "store_unavailable",
+        ),
+    };
+    let body = json!({"error": {
+        "message": e.to_string(), "type": kind, "param": null, "code": code,
+    }});
+    with_status(status, &body)
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn with_status(status: StatusCode, value: &Value) -> Response<Body> {

@@ -1,5 +1,6 @@
 //! The control plane as the binary runs it: market, state file, prober and
-//! controller, plus the admin routes it adds (`/status`, `/fleet`).
+//! controller, plus the admin routes it adds (`/status`, `/fleet`) and the
+//! controller behind the admin API's leases, pools, cordons and replacements.
 
 use std::{future::Future, path::Path, pin::Pin, sync::Arc, time::Duration};
 
@@ -16,7 +17,9 @@ use leasegate_controller::{
         Market,
         sim::{SimConfig, SimMarket},
     },
+    ops::OpsError,
     probe::HttpProber,
+    status::ControllerStatus,
     store::{SqliteStore, Store},
 };
 use leasegate_fleet::{Secret, Snapshot};
@@ -25,7 +28,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::unified::{ControlSettings, MarketKind};
 use crate::{
-    admin::AdminRoutes,
+    admin::{AdminRoutes, ControlApi, ControlApiError},
     server::{Body, body},
 };
 
@@ -103,6 +106,18 @@ impl ControlPlane {
     /// The admin routes of this controller; `/fleet` needs `token` (none:
     /// `/fleet` refuses every caller).
     pub fn routes(&self, token: Option<&Secret>) -> Arc<dyn AdminRoutes> {
+        self.build_routes(token, false)
+    }
+
+    /// [`ControlPlane::routes`] plus the admin API's controller routes
+    /// (`/admin/leases`, `/admin/pools`, cordons, replacements) behind the
+    /// same token, for a process with no gateway to serve them
+    /// (`leasegate controller`).
+    pub fn routes_with_admin_api(&self, token: Option<&Secret>) -> Arc<dyn AdminRoutes> {
+        self.build_routes(token, true)
+    }
+
+    fn build_routes(&self, token: Option<&Secret>, admin_api: bool) -> Arc<dyn AdminRoutes> {
         let token = token.map(|t| Sha256::digest(t.expose().as_bytes()).into());
         Arc::new(ControllerRoutes {
             handle: self.handle.clone(),
@@ -110,6 +125,7 @@ impl ControlPlane {
             fleet: self.fleet.clone(),
             token,
             wait: LONG_POLL,
+            admin_api,
         })
     }
 
@@ -140,9 +156,10 @@ fn demo_launcher() -> SimReplicaLauncher {
 }
 
 /// The admin token from the variable `var`; unset or empty means none.
+/// Trimmed like the admin API's, so one variable gives one token.
 pub fn admin_token(var: &str) -> Option<Secret> {
     match std::env::var(var) {
-        Ok(t) if !t.is_empty() => Some(Secret::new(t)),
+        Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
         _ => {
             tracing::info!(variable = %var, "no admin token set: /fleet is closed to every caller");
             None
@@ -189,11 +206,18 @@ struct ControllerRoutes {
     /// SHA-256 of the admin token; `None`: `/fleet` is closed.
     token: Option<[u8; 32]>,
     wait: Duration,
+    /// Also serve `/admin/*` (no gateway in this process does).
+    admin_api: bool,
 }
 
 impl AdminRoutes for ControllerRoutes {
     fn serves(&self, path: &str) -> bool {
         matches!(path, "/status" | "/fleet" | "/demand")
+            || (self.admin_api && path.starts_with("/admin/"))
+    }
+
+    fn control(&self) -> Option<Arc<dyn ControlApi>> {
+        Some(self.api())
     }
 
     fn handle(
@@ -201,6 +225,12 @@ impl AdminRoutes for ControllerRoutes {
         req: Request<Incoming>,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let path = req.uri().path();
+        if path.starts_with("/admin/") {
+            if !self.authorized(req.headers()) {
+                return ready(unauthorized());
+            }
+            return ready(crate::admin::control_only(self.api(), &req));
+        }
         let want = if path == "/demand" {
             http::Method::POST
         } else {
@@ -218,11 +248,7 @@ impl AdminRoutes for ControllerRoutes {
             return ready(self.status());
         }
         if !self.authorized(req.headers()) {
-            return ready(error(
-                StatusCode::UNAUTHORIZED,
-                "a valid admin bearer token is required",
-                "invalid_admin_token",
-            ));
+            return ready(unauthorized());
         }
         if path == "/demand" {
             let signals = self.signals.clone();
@@ -241,6 +267,86 @@ impl AdminRoutes for ControllerRoutes {
             Response::from_parts(parts, body::full(body))
         })
     }
+}
+
+/// The controller as the admin API's `/admin/leases`, `/admin/pools`,
+/// cordons and replacements see it: the status views and the handle's
+/// operator actions, as JSON.
+struct ControllerApi {
+    handle: Arc<ControllerHandle>,
+}
+
+impl ControllerApi {
+    fn status(&self) -> Result<ControllerStatus, ControlApiError> {
+        self.handle.status().map_err(|e| {
+            tracing::warn!(error = %e, "controller status not built");
+            ControlApiError::Unavailable
+        })
+    }
+}
+
+fn ops_error(e: OpsError) -> ControlApiError {
+    match e {
+        OpsError::Store(e) => {
+            tracing::warn!(error = %e, "operator action failed at the state store");
+            ControlApiError::Unavailable
+        }
+        OpsError::UnknownLease(_) => ControlApiError::NotFound(e.to_string()),
+        OpsError::NotReplaceable { .. } => ControlApiError::Conflict(e.to_string()),
+        OpsError::BadProvider => ControlApiError::BadRequest(e.to_string()),
+    }
+}
+
+impl ControlApi for ControllerApi {
+    fn leases(&self) -> Result<serde_json::Value, ControlApiError> {
+        let st = self.status()?;
+        Ok(serde_json::json!({
+            "leases": st.leases,
+            "spend_usd_per_hour": st.spend_usd_per_hour,
+        }))
+    }
+
+    fn pools(&self) -> Result<serde_json::Value, ControlApiError> {
+        let st = self.status()?;
+        Ok(serde_json::json!({ "pools": st.pools, "cordoned": st.cordoned }))
+    }
+
+    fn cordon(
+        &self,
+        provider: &str,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<serde_json::Value, ControlApiError> {
+        if on {
+            let c = self.handle.cordon(provider, reason).map_err(ops_error)?;
+            Ok(serde_json::json!({
+                "provider": c.provider,
+                "cordoned": true,
+                "reason": c.reason,
+                "since_ms": c.since_ms,
+            }))
+        } else {
+            let was = self.handle.uncordon(provider).map_err(ops_error)?;
+            Ok(serde_json::json!({
+                "provider": provider,
+                "cordoned": false,
+                "was_cordoned": was,
+            }))
+        }
+    }
+
+    fn replace(&self, lease: &str) -> Result<serde_json::Value, ControlApiError> {
+        let r = self.handle.replace(lease).map_err(ops_error)?;
+        serde_json::to_value(r).map_err(|_| ControlApiError::Unavailable)
+    }
+}
+
+fn unauthorized() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "a valid admin bearer token is required",
+        "invalid_admin_token",
+    )
 }
 
 fn ready(resp: Response<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
@@ -280,6 +386,12 @@ async fn demand(signals: Signals, req: Request<Incoming>) -> Response<Body> {
 }
 
 impl ControllerRoutes {
+    fn api(&self) -> Arc<dyn ControlApi> {
+        Arc::new(ControllerApi {
+            handle: self.handle.clone(),
+        })
+    }
+
     fn status(&self) -> Response<Body> {
         match self.handle.status() {
             Ok(st) => json(StatusCode::OK, serde_json::to_vec(&st).unwrap_or_default()),

@@ -7,7 +7,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
     CliResult,
-    control::{ControlPlane, admin_token},
+    control::{self, ControlPlane},
     feed,
     unified::Unified,
 };
@@ -17,6 +17,7 @@ use crate::{
     fleet::FleetView,
     health::HealthConfig,
     metrics,
+    policy::admin_token::MIN_TOKEN_LEN,
     server::{self, ListenerOptions},
 };
 
@@ -31,11 +32,16 @@ pub struct Served {
 impl Served {
     /// Starts the controller, then the gateway following its fleet (plus
     /// the config's static endpoints and fallbacks), then the demand feed.
+    ///
+    /// `admin_token` overrides the token of the controller's routes (tests);
+    /// `None` reads it as [`unify_admin_token`] says, which is what the CLI does.
     pub async fn start(
-        unified: Unified,
+        mut unified: Unified,
         seed: Option<u64>,
         admin_token: Option<Secret>,
     ) -> CliResult<Self> {
+        let adopted = unify_admin_token(&mut unified);
+        let admin_token = admin_token.or_else(|| control::admin_token(token_var(&unified)));
         // The controller's gauges need the recorder before its first run.
         metrics::install();
         let control = ControlPlane::start(&unified.control, seed)?;
@@ -44,6 +50,11 @@ impl Served {
         let reload = unified.source.clone().map(|file| {
             super::unified::reload_source(file, super::unified::Defaults::Serve, move |c| {
                 c.listen = listen.clone();
+                // A reloaded file still without `[admin] token_env` keeps
+                // the controller's token for `/admin/*`.
+                if c.admin.token_env.is_none() {
+                    c.admin.token_env = adopted.clone();
+                }
             })
         });
         let extras = Extras {
@@ -74,9 +85,56 @@ impl Served {
     }
 }
 
+/// One admin token for the whole admin listener of a process that runs a
+/// controller.
+///
+/// Two settings name an admin token: `[admin] token_env` guards the gateway's
+/// `/admin/*`, `[controller] admin_token_env` (default `LEASEGATE_ADMIN_TOKEN`)
+/// the controller's `/fleet` and `/demand`. Under `serve` both are on one
+/// listener, so one token guards both:
+///
+/// - `[admin] token_env`, when set, wins for everything: it is the admin
+///   API's own setting, and it is checked again on every reload.
+/// - Otherwise the controller's variable is adopted for `/admin/*` as if
+///   `[admin] token_env` named it, so a config that only ever set
+///   `LEASEGATE_ADMIN_TOKEN` gets a working admin API with that token rather
+///   than one that refuses everything.
+/// - A controller token too short for the admin API (under
+///   [`MIN_TOKEN_LEN`] characters) is not adopted: it keeps guarding
+///   `/fleet` as it always did and `/admin/*` stays off, with a warning, so
+///   existing configs start exactly as before.
+///
+/// Returns the adopted variable, if one was adopted.
+pub fn unify_admin_token(unified: &mut Unified) -> Option<String> {
+    if unified.gateway.admin.token_env.is_some() {
+        return None;
+    }
+    let var = unified.control.controller.admin_token_env.clone();
+    let len = std::env::var(&var).map_or(0, |t| t.trim().len());
+    if len >= MIN_TOKEN_LEN {
+        unified.gateway.admin.token_env = Some(var.clone());
+        return Some(var);
+    }
+    if len > 0 {
+        tracing::warn!(variable = %var, min = MIN_TOKEN_LEN,
+            "the controller's admin token is too short for the admin API: /admin/* stays off");
+    }
+    None
+}
+
+/// The variable holding the admin token: `[admin] token_env`, else the
+/// controller's (see [`unify_admin_token`]).
+pub fn token_var(unified: &Unified) -> &str {
+    unified
+        .gateway
+        .admin
+        .token_env
+        .as_deref()
+        .unwrap_or(&unified.control.controller.admin_token_env)
+}
+
 pub async fn serve(unified: Unified, seed: Option<u64>) -> CliResult {
-    let token = admin_token(&unified.control.controller.admin_token_env);
-    let served = Served::start(unified, seed, token).await?;
+    let served = Served::start(unified, seed, None).await?;
     super::announce(&served.gateway);
     server::shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
@@ -95,7 +153,9 @@ pub struct ControllerOnly {
 
 impl ControllerOnly {
     /// Starts the controller and serves `/fleet`, `/status`, `/metrics`,
-    /// `/health` and `/ready` (a ready lease exists) on `admin`.
+    /// `/health`, `/ready` (a ready lease exists) and the admin API's
+    /// controller routes (`/admin/leases`, `/admin/pools`, cordons,
+    /// replacements; behind the admin token) on `admin`.
     pub async fn start(
         unified: Unified,
         seed: Option<u64>,
@@ -110,7 +170,7 @@ impl ControllerOnly {
         // this one mirrors what the controller publishes.
         let view = FleetView::new(HealthConfig::default());
         let mirror = view.subscribe_from(control.fleet.clone());
-        let routes = control.routes(admin_token.as_ref());
+        let routes = control.routes_with_admin_api(admin_token.as_ref());
         let (stop, stop_rx) = watch::channel(false);
         let opts = ListenerOptions {
             header_read_timeout: unified.gateway.timeouts.header_read,
@@ -148,7 +208,7 @@ impl ControllerOnly {
 }
 
 pub async fn controller(unified: Unified, seed: Option<u64>, admin: SocketAddr) -> CliResult {
-    let token = admin_token(&unified.control.controller.admin_token_env);
+    let token = control::admin_token(token_var(&unified));
     let running = ControllerOnly::start(unified, seed, admin, token).await?;
     println!(
         "leasegate controller admin on http://{}",
@@ -158,4 +218,38 @@ pub async fn controller(unified: Unified, seed: Option<u64>, admin: SocketAddr) 
     tracing::info!("shutdown signal received");
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::unified::{Defaults, parse};
+
+    // Cargo sets these for every test run: a long value and a one-digit one.
+    const LONG: &str = "CARGO_PKG_DESCRIPTION";
+    const SHORT: &str = "CARGO_PKG_VERSION_MAJOR";
+
+    fn unified(text: &str) -> Unified {
+        parse(text, Defaults::Serve).unwrap()
+    }
+
+    #[test]
+    fn the_admin_section_wins_else_a_long_enough_controller_token_is_adopted() {
+        let mut u = unified(&format!(
+            "[admin]\ntoken_env = \"{LONG}\"\n[controller]\nadmin_token_env = \"{SHORT}\"\n"
+        ));
+        assert_eq!(unify_admin_token(&mut u), None);
+        assert_eq!(token_var(&u), LONG);
+
+        let mut u = unified(&format!("[controller]\nadmin_token_env = \"{LONG}\"\n"));
+        assert_eq!(unify_admin_token(&mut u).as_deref(), Some(LONG));
+        assert_eq!(u.gateway.admin.token_env.as_deref(), Some(LONG));
+        assert_eq!(token_var(&u), LONG);
+
+        // Too short for /admin/*: it keeps guarding /fleet, /admin/* stays off.
+        let mut u = unified(&format!("[controller]\nadmin_token_env = \"{SHORT}\"\n"));
+        assert_eq!(unify_admin_token(&mut u), None);
+        assert_eq!(u.gateway.admin.token_env, None);
+        assert_eq!(token_var(&u), SHORT);
+    }
 }
