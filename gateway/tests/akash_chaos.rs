@@ -137,6 +137,7 @@ fn controller(config: &Path, log: &Path, args: &[&str]) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_leaves_no_orphans_and_no_doubles() {
+    let _heavy = crate::support::heavy().await;
     let dir = std::env::temp_dir().join(format!("leasegate-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let fake_cfg = FakeConfig {

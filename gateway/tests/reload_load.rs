@@ -422,6 +422,7 @@ fn wrk_installed() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrk_load_sees_no_failure_across_reloads_by_watch_sighup_and_admin() {
+    let _heavy = crate::support::heavy().await;
     if !wrk_installed() {
         eprintln!("SKIP reload_load: `wrk` is not on PATH (apt-get install wrk)");
         return;

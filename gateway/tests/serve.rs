@@ -142,6 +142,7 @@ async fn one_request(api: SocketAddr, stream: bool, region: Option<&str>) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_answering_while_the_sim_kills_providers_and_the_pool_recovers() {
+    let _heavy = crate::support::heavy().await;
     let dir = temp_dir("serve-chaos");
     let served = Served::start(serve_config(&dir, 7), None, None)
         .await

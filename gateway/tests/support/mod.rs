@@ -258,3 +258,13 @@ pub fn spawn_leasegate(args: &[&str]) -> Child {
         .unwrap();
     Child(child, addr)
 }
+
+/// Tests that load the machine for many seconds (wrk, provider kills, `kill
+/// -9` chaos) take turns: in one test binary they would otherwise overlap and
+/// each would judge its error rate on the other's noise. Hold the guard for
+/// the whole test.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
