@@ -150,6 +150,17 @@ impl PolicyCtx {
         self.ticket.as_ref().map(|t| t.rates).unwrap_or_default()
     }
 
+    /// Tells the key's tally why the request was refused after admission.
+    ///
+    /// Only the fallback spend cap is counted here: the key's own limits
+    /// count themselves at admission. The request stack calls it on the
+    /// error path, before [`PolicyCtx::settle`].
+    pub fn refused(&self, err: &ApiError) {
+        if let (ApiError::SpendCapReached { .. }, Some(ticket)) = (err, &self.ticket) {
+            ticket.count_spend_cap();
+        }
+    }
+
     /// Remembers how the serving endpoint charges.
     pub fn served_by(&mut self, price: Price) {
         self.price = price;
