@@ -25,3 +25,4 @@ mod route_probe;
 mod routing;
 mod sdk;
 mod serve;
+mod status;
