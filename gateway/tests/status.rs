@@ -273,6 +273,21 @@ async fn the_usage_endpoint_and_status_refuse_without_the_admin_token() {
     .await;
     assert_eq!(right.status, 200, "{}", right.text());
     assert_eq!(right.json()["spend"]["tokens"], 0);
+    // Every field served is described in the OpenAPI document.
+    let doc = include_str!("../admin-openapi.yaml");
+    let section = doc
+        .split("\n  /admin/usage:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  /").next())
+        .expect("/admin/usage is described");
+    let mut fields = Vec::new();
+    collect_fields(&right.json(), &mut fields);
+    for f in fields {
+        assert!(
+            section.contains(&format!(" {f}:")),
+            "`{f}` is not described"
+        );
+    }
 
     // The CLI names the variable it needs and fails; it never echoes a token.
     let out = status(gw.admin_addr, None, &[]).await;
@@ -293,4 +308,17 @@ async fn the_usage_endpoint_and_status_refuse_without_the_admin_token() {
     assert!(all.contains("refused the token"), "{all}");
     assert!(!all.contains("not-the-token"), "{all}");
     gw.shutdown().await;
+}
+
+fn collect_fields(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.clone());
+                collect_fields(v, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_fields(v, out)),
+        _ => {}
+    }
 }
