@@ -399,13 +399,9 @@ fn spend(out: &mut String, s: &SpendReport) {
     );
 }
 
+/// Whole seconds, as `1h 2m 3s`.
 fn since(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
+    humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string()
 }
 
 fn limits(out: &mut String, keys: &[KeyReport]) {
