@@ -384,7 +384,10 @@ fn spend(out: &mut String, s: &SpendReport) {
         "saving against hyperscaler-only: {} of {}{}",
         usd(s.saving_usd),
         usd(s.hyperscaler_only_usd),
-        opt(s.saving_pct, |p| format!(" ({p:.1}%)"))
+        s.saving_pct.map_or_else(
+            || " (no fallback price to compare with)".to_owned(),
+            |p| format!(" ({p:.1}%)")
+        )
     );
     let w = &s.fallback_window;
     let cap = |c: Option<f64>| c.map_or_else(|| " (no cap)".into(), |c| format!(" of {}", usd(c)));

@@ -193,3 +193,27 @@ impl PolicyCtx {
         ticket.settle(usage.map(|u| u.total()), cost);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{KeyDigest, KeySet};
+
+    #[test]
+    fn a_spend_cap_refusal_is_counted_on_the_key_and_nothing_else_is() {
+        let key = ClientKey::unlimited("tenant".into(), KeyDigest::of("lg-k"));
+        let policy = Policy::new(KeySet::new(vec![key.clone()], &[], &mut vec![]), None);
+        let mut ctx = PolicyCtx::default();
+        admit(&policy, Some(&key), "m", 100, Some(10), &mut ctx).unwrap();
+        ctx.refused(&ApiError::SpendCapReached {
+            retry_after_secs: 1,
+        });
+        ctx.refused(&ApiError::UpstreamRateLimited);
+        let hits = policy.limiter.hits("tenant").unwrap();
+        assert_eq!((hits.spend_cap, hits.total()), (1, 1));
+        // No key, no ticket: nothing to count and nothing breaks.
+        PolicyCtx::default().refused(&ApiError::SpendCapReached {
+            retry_after_secs: 1,
+        });
+    }
+}
