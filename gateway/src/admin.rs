@@ -1,6 +1,7 @@
 //! The admin listener: Prometheus metrics and probes, and the token-protected admin API, apart from client traffic.
 
 mod api;
+mod usage;
 mod views;
 
 use std::{future::Future, pin::Pin, sync::Arc};

@@ -26,3 +26,4 @@ mod route_probe;
 mod routing;
 mod sdk;
 mod serve;
+mod status;

@@ -431,18 +431,60 @@ pub async fn close_all_owned(
     market: &dyn Market,
     controller_id: &str,
 ) -> Result<Vec<Dseq>, MarketError> {
-    let mut closed = Vec::new();
-    for d in market.list_deployments().await? {
-        if d.tag
-            .as_ref()
-            .is_some_and(|t| t.controller_id == controller_id)
-        {
-            market.close(&d.dseq).await?;
-            tracing::info!(market = market.name(), dseq = %d.dseq, "closed owned deployment");
-            closed.push(d.dseq);
-        }
+    close_all_owned_with(market, controller_id, &mut |_| {}).await
+}
+
+/// A step of [`close_all_owned_with`], for progress output.
+#[derive(Clone, Copy, Debug)]
+pub enum CloseStep<'a> {
+    /// The account was listed: `owned` of its `open` deployments are this controller's.
+    Listed {
+        owned: usize,
+        open: usize,
+    },
+    /// About to close the `n`th (from 1) of `of`.
+    Closing {
+        dseq: &'a Dseq,
+        n: usize,
+        of: usize,
+    },
+    Closed {
+        dseq: &'a Dseq,
+    },
+}
+
+/// As [`close_all_owned`], telling `progress` each step as it happens.
+pub async fn close_all_owned_with(
+    market: &dyn Market,
+    controller_id: &str,
+    progress: &mut (dyn FnMut(CloseStep<'_>) + Send),
+) -> Result<Vec<Dseq>, MarketError> {
+    let all = market.list_deployments().await?;
+    let open = all.len();
+    let owned: Vec<Dseq> = all
+        .into_iter()
+        .filter(|d| {
+            d.tag
+                .as_ref()
+                .is_some_and(|t| t.controller_id == controller_id)
+        })
+        .map(|d| d.dseq)
+        .collect();
+    progress(CloseStep::Listed {
+        owned: owned.len(),
+        open,
+    });
+    for (i, dseq) in owned.iter().enumerate() {
+        progress(CloseStep::Closing {
+            dseq,
+            n: i + 1,
+            of: owned.len(),
+        });
+        market.close(dseq).await?;
+        tracing::info!(market = market.name(), %dseq, "closed owned deployment");
+        progress(CloseStep::Closed { dseq });
     }
-    Ok(closed)
+    Ok(owned)
 }
 
 #[cfg(test)]

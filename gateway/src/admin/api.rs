@@ -44,6 +44,7 @@ pub async fn handle(
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["admin", "fleet"]) => Ok(ok(views::fleet(&live.fleet().current()))),
         (&Method::GET, ["admin", "endpoints"]) => Ok(ok(views::endpoints(live))),
+        (&Method::GET, ["admin", "usage"]) => Ok(ok(super::usage::view(live))),
         (&Method::POST, ["admin", "endpoints", id, "drain"]) => drain(live, id),
         (&Method::GET, ["admin", "config"]) => {
             let s = live.current();

@@ -1,15 +1,16 @@
 //! The `akash` market in the binary: built from `[market.akash]`
 //! (`leasegate_controller::akash::AkashConfig`, see `config/akash.toml`),
 //! and `leasegate controller close-all`, which stops everything this
-//! controller owns.
+//! controller owns and shows its progress on stderr.
 
-use std::sync::Arc;
+use std::{io::Write, sync::Arc};
 
 use leasegate_controller::{
-    akash::{self, AkashConfig, AkashMarket},
+    akash::{self, AkashConfig, AkashMarket, CloseStep},
     market::Market,
     sdl::RenderSdl,
 };
+use tokio::time::Instant;
 
 use super::{
     CliResult,
@@ -45,15 +46,58 @@ pub async fn close_all(settings: &ControlSettings) -> CliResult {
     }
     let (market, _) = market(&settings.market)?;
     let market: Arc<dyn Market> = market;
-    let id = &settings.controller.id;
-    let closed = akash::close_all_owned(&*market, id).await?;
+    close_owned(
+        &*market,
+        &settings.controller.id,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+    .await
+}
+
+/// Closes what controller `id` owns on `market`: one `closed DSEQ` line
+/// per deployment and a total on `out` (for scripts), each step on
+/// `progress` as it completes (for the operator waiting on a slow market).
+async fn close_owned(
+    market: &dyn Market,
+    id: &str,
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn Write + Send),
+) -> CliResult {
+    let start = Instant::now();
+    let mut step_start = start;
+    let _ = writeln!(
+        progress,
+        "listing deployments on the {} market...",
+        market.name()
+    );
+    let closed = akash::close_all_owned_with(market, id, &mut |step| {
+        let _ = match step {
+            CloseStep::Listed { owned, open } => writeln!(
+                progress,
+                "{owned} of {open} open deployment(s) belong to controller {id:?}"
+            ),
+            CloseStep::Closing { dseq, n, of } => {
+                step_start = Instant::now();
+                writeln!(progress, "closing deployment {dseq} ({n}/{of})...")
+            }
+            CloseStep::Closed { dseq } => writeln!(
+                progress,
+                "deployment {dseq} closed in {:.1}s",
+                step_start.elapsed().as_secs_f64()
+            ),
+        };
+    })
+    .await?;
     for dseq in &closed {
-        println!("closed {dseq}");
+        writeln!(out, "closed {dseq}")?;
     }
-    println!(
+    writeln!(
+        out,
         "closed {} deployment(s) owned by controller {id:?}",
         closed.len()
-    );
+    )?;
+    let _ = writeln!(progress, "done in {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -61,6 +105,64 @@ pub async fn close_all(settings: &ControlSettings) -> CliResult {
 mod tests {
     use super::super::unified::{Defaults, parse};
     use super::*;
+    use leasegate_controller::{
+        launcher::MemReplicas,
+        market::{
+            Tag,
+            sim::{SimConfig, SimMarket},
+        },
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn close_all_shows_each_step_on_stderr_and_lists_what_it_closed_on_stdout() {
+        let market = SimMarket::new(SimConfig::fast(1), Arc::new(MemReplicas::new()));
+        let tag = |controller: &str, intent: &str| Tag {
+            controller_id: controller.into(),
+            intent_id: intent.into(),
+        };
+        let mut mine = Vec::new();
+        for (controller, intent) in [("ctl-a", "i1"), ("ctl-b", "i2"), ("ctl-a", "i3")] {
+            let created = market
+                .create_deployment("sdl", &tag(controller, intent))
+                .await
+                .unwrap();
+            if controller == "ctl-a" {
+                mine.push(created.dseq.to_string());
+            }
+        }
+        let (mut out, mut progress) = (Vec::new(), Vec::new());
+        close_owned(&market, "ctl-a", &mut out, &mut progress)
+            .await
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let progress = String::from_utf8(progress).unwrap();
+        let want_out = format!(
+            "closed {}\nclosed {}\nclosed 2 deployment(s) owned by controller \"ctl-a\"\n",
+            mine[0], mine[1]
+        );
+        assert_eq!(out, want_out);
+        let lines: Vec<&str> = progress.lines().collect();
+        assert_eq!(lines[0], "listing deployments on the sim market...");
+        assert_eq!(
+            lines[1],
+            "2 of 3 open deployment(s) belong to controller \"ctl-a\""
+        );
+        assert_eq!(lines[2], format!("closing deployment {} (1/2)...", mine[0]));
+        assert!(lines[3].starts_with(&format!("deployment {} closed in ", mine[0])));
+        assert_eq!(lines[4], format!("closing deployment {} (2/2)...", mine[1]));
+        assert!(lines[6].starts_with("done in "), "{progress}");
+        // Safe to repeat: nothing left to close.
+        let (mut out, mut progress) = (Vec::new(), Vec::new());
+        close_owned(&market, "ctl-a", &mut out, &mut progress)
+            .await
+            .unwrap();
+        assert!(String::from_utf8(progress).unwrap().contains("0 of 1 open"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("closed 0 deployment(s)")
+        );
+    }
 
     fn with_market_akash(akash: toml::Table) -> String {
         let mut market = toml::Table::new();

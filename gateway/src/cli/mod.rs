@@ -72,15 +72,8 @@ pub enum Command {
     },
     /// Validate a config file; prints every problem with its key path.
     CheckConfig { file: PathBuf },
-    /// Print pools, leases and spend of a running `serve` or `controller`.
-    Status {
-        /// The admin listener of the running process.
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
-        admin: String,
-        /// The status as JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Print pools, leases, endpoints, spend and limits hit of a running process.
+    Status(status::StatusArgs),
     /// Client keys.
     Keys {
         #[command(subcommand)]
@@ -161,7 +154,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keys {
             action: KeysAction::Create { name },
         } => return keys::create(&name),
-        Command::Status { admin, json } => status::status(&admin, json).await,
+        Command::Status(args) => status::status(args).await,
         Command::Serve { config, seed } => match load(config.as_deref(), Defaults::Serve) {
             Ok(u) => serve::serve(u, seed).await,
             Err(e) => Err(e),

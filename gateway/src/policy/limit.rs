@@ -11,7 +11,15 @@
 //! by the caller after each request; a key whose spend for the current UTC day
 //! reached its budget is refused until the day rolls over.
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use parking_lot::Mutex;
 
@@ -146,10 +154,58 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct KeyState {
     counters: Mutex<Counters>,
+    hits: Hits,
+}
+
+/// Refusals since start, by limit. Atomics, apart from the counters'
+/// lock, so that the status view never waits on a busy key.
+#[derive(Debug, Default)]
+struct Hits {
+    requests: AtomicU64,
+    tokens: AtomicU64,
+    budget: AtomicU64,
+    spend_cap: AtomicU64,
+}
+
+impl Hits {
+    fn count(&self, kind: LimitKind) {
+        let counter = match kind {
+            LimitKind::Requests => &self.requests,
+            LimitKind::Tokens => &self.tokens,
+            LimitKind::Budget => &self.budget,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> LimitHits {
+        LimitHits {
+            requests_per_minute: self.requests.load(Ordering::Relaxed),
+            tokens_per_minute: self.tokens.load(Ordering::Relaxed),
+            budget_per_day: self.budget.load(Ordering::Relaxed),
+            spend_cap: self.spend_cap.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How many of a key's requests were answered 429, by cause, since the
+/// gateway started (kept across reloads with the key's counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LimitHits {
+    pub requests_per_minute: u64,
+    pub tokens_per_minute: u64,
+    pub budget_per_day: u64,
+    /// Refused because the fallback spend cap stopped the overflow.
+    pub spend_cap: u64,
+}
+
+impl LimitHits {
+    pub fn total(&self) -> u64 {
+        self.requests_per_minute + self.tokens_per_minute + self.budget_per_day + self.spend_cap
+    }
 }
 
 /// A key's usage now, for the admin API and status views.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub requests_last_minute: u64,
     pub tokens_last_minute: u64,
@@ -204,6 +260,7 @@ impl Limiter {
         let mut c = state.counters.lock();
         c.roll(self.clock.utc_day());
         let refuse = |kind, requested, limit, d: Denied, c: &mut Counters| {
+            state.hits.count(kind);
             Box::new(LimitExceeded {
                 kind,
                 // A request larger than the limit never fits; point at the reset.
@@ -250,6 +307,11 @@ impl Limiter {
         })
     }
 
+    /// The refusals of the key called `name` since start.
+    pub fn hits(&self, name: &str) -> Option<LimitHits> {
+        self.keys.get(name).map(|s| s.hits.get())
+    }
+
     /// Current usage of the key called `name`.
     pub fn usage(&self, name: &str) -> Option<Usage> {
         let state = self.keys.get(name)?;
@@ -286,6 +348,14 @@ impl Ticket {
             slot: 0,
             reserved: 0,
             rates: Rates::default(),
+        }
+    }
+
+    /// Counts a 429 given to this request because the fallback spend cap
+    /// stopped its overflow (the cap is global; this says whose it was).
+    pub fn count_spend_cap(&self) {
+        if let Some(state) = &self.state {
+            state.hits.spend_cap.fetch_add(1, Ordering::Relaxed);
         }
     }
 

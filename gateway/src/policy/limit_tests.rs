@@ -200,3 +200,38 @@ fn the_estimate_is_a_quarter_of_the_body_plus_the_completion_budget() {
     assert_eq!(estimate_tokens(401, Some(0)), 101);
     assert_eq!(estimate_tokens(0, None), DEFAULT_MAX_TOKENS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_counted_by_limit_and_survive_a_reload() {
+    let rpm = key("rpm", Some(2), None, None);
+    let tpm = key("tpm", None, Some(50), None);
+    let budget = key("budget", None, None, Some(0.01));
+    let l = limiter(&[&rpm, &tpm, &budget]);
+    for _ in 0..5 {
+        let _ = l.admit(&rpm, 1);
+    }
+    assert!(l.admit(&tpm, 40).is_ok());
+    assert_eq!(l.admit(&tpm, 40).unwrap_err().kind, LimitKind::Tokens);
+    assert_eq!(l.admit(&tpm, 60).unwrap_err().kind, LimitKind::Tokens);
+    l.admit(&budget, 1).unwrap().settle(Some(1), 0.02);
+    assert_eq!(l.admit(&budget, 1).unwrap_err().kind, LimitKind::Budget);
+    assert!(l.admit(&rpm, 1).is_err());
+    let t = l.admit(&tpm, 1).unwrap();
+    t.count_spend_cap();
+
+    let hits = |l: &Limiter, n: &str| l.hits(n).unwrap();
+    assert_eq!(
+        hits(&l, "rpm"),
+        LimitHits {
+            requests_per_minute: 4,
+            ..LimitHits::default()
+        }
+    );
+    assert_eq!(hits(&l, "tpm").tokens_per_minute, 2);
+    assert_eq!(hits(&l, "tpm").spend_cap, 1);
+    assert_eq!(hits(&l, "budget").budget_per_day, 1);
+    assert_eq!(hits(&l, "budget").total(), 1);
+    let reloaded = Limiter::new(["rpm"], Some(&l));
+    assert_eq!(hits(&reloaded, "rpm").requests_per_minute, 4);
+    assert_eq!(reloaded.hits("tpm"), None);
+}

@@ -19,7 +19,9 @@ mod window;
 
 pub use admin_token::AdminToken;
 pub use keys::{ClientKey, KeyDigest, KeyLimits, KeySet, RawClientKey};
-pub use limit::{LimitExceeded, LimitKind, Limiter, Rate, Rates, Ticket, Usage, estimate_tokens};
+pub use limit::{
+    LimitExceeded, LimitHits, LimitKind, Limiter, Rate, Rates, Ticket, Usage, estimate_tokens,
+};
 pub use residency::Residency;
 pub use window::WINDOW;
 

@@ -150,6 +150,17 @@ impl PolicyCtx {
         self.ticket.as_ref().map(|t| t.rates).unwrap_or_default()
     }
 
+    /// Tells the key's tally why the request was refused after admission.
+    ///
+    /// Only the fallback spend cap is counted here: the key's own limits
+    /// count themselves at admission. The request stack calls it on the
+    /// error path, before [`PolicyCtx::settle`].
+    pub fn refused(&self, err: &ApiError) {
+        if let (ApiError::SpendCapReached { .. }, Some(ticket)) = (err, &self.ticket) {
+            ticket.count_spend_cap();
+        }
+    }
+
     /// Remembers how the serving endpoint charges.
     pub fn served_by(&mut self, price: Price) {
         self.price = price;
@@ -180,5 +191,29 @@ impl PolicyCtx {
         let usage = self.usage.as_ref().and_then(UsageTail::parse);
         let cost = self.price.cost(usage, ticket.reserved(), elapsed);
         ticket.settle(usage.map(|u| u.total()), cost);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{KeyDigest, KeySet};
+
+    #[test]
+    fn a_spend_cap_refusal_is_counted_on_the_key_and_nothing_else_is() {
+        let key = ClientKey::unlimited("tenant".into(), KeyDigest::of("lg-k"));
+        let policy = Policy::new(KeySet::new(vec![key.clone()], &[], &mut vec![]), None);
+        let mut ctx = PolicyCtx::default();
+        admit(&policy, Some(&key), "m", 100, Some(10), &mut ctx).unwrap();
+        ctx.refused(&ApiError::SpendCapReached {
+            retry_after_secs: 1,
+        });
+        ctx.refused(&ApiError::UpstreamRateLimited);
+        let hits = policy.limiter.hits("tenant").unwrap();
+        assert_eq!((hits.spend_cap, hits.total()), (1, 1));
+        // No key, no ticket: nothing to count and nothing breaks.
+        PolicyCtx::default().refused(&ApiError::SpendCapReached {
+            retry_after_secs: 1,
+        });
     }
 }

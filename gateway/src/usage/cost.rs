@@ -146,6 +146,26 @@ struct ModelState {
     per_1m: [Gauge; 3],
     hyperscaler: Gauge,
     keys: HashMap<String, KeyHandles>,
+    /// Since start, per path, for the status view.
+    spent: [PathSpend; 3],
+}
+
+/// Tokens and dollars of one (model, path) since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PathSpend {
+    pub tokens: u64,
+    pub usd: f64,
+    /// The same tokens at the fallback's list prices.
+    pub hyperscaler_usd: f64,
+}
+
+/// One row of [`CostRecorder::by_model`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpend {
+    /// The model as clients named it.
+    pub model: String,
+    pub path: Path,
+    pub spend: PathSpend,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +198,10 @@ impl CostSummary {
 }
 
 /// Prices usage, records metrics, feeds the fallback spend caps and the sinks.
+///
+/// The state (estimator windows, metric handles, totals) is shared with the
+/// recorders of later config generations (see [`CostRecorder::carrying`]),
+/// so a reload neither resets the spend shown nor the lease estimates.
 #[derive(Debug)]
 pub struct CostRecorder {
     epoch: Instant,
@@ -188,7 +212,7 @@ pub struct CostRecorder {
     list_prices: HashMap<String, FallbackPrice>,
     /// Client-facing alias to its pool model.
     aliases: BTreeMap<String, String>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl CostRecorder {
@@ -201,8 +225,21 @@ impl CostRecorder {
             sinks: Vec::new(),
             list_prices: HashMap::new(),
             aliases: BTreeMap::new(),
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
+    }
+
+    /// Continues `previous`'s record: same start, windows and totals, with
+    /// this recorder's prices from now on.
+    pub fn carrying(mut self, previous: &CostRecorder) -> Self {
+        self.epoch = previous.epoch;
+        self.state = Arc::clone(&previous.state);
+        self
+    }
+
+    /// When the record began (the first generation's start).
+    pub fn since(&self) -> Instant {
+        self.epoch
     }
 
     /// Prices to compare against: per pool model, the fallback's list
@@ -220,6 +257,29 @@ impl CostRecorder {
     /// Spend since start, with the hyperscaler-only comparison.
     pub fn summary(&self) -> CostSummary {
         self.state.lock().totals
+    }
+
+    /// Spend since start per model and path, sorted, paths with no tokens left out.
+    pub fn by_model(&self) -> Vec<ModelSpend> {
+        let state = self.state.lock();
+        let mut rows: Vec<ModelSpend> = state
+            .models
+            .iter()
+            .flat_map(|(model, m)| {
+                Path::ALL
+                    .iter()
+                    .zip(m.spent)
+                    .filter(|(_, s)| s.tokens > 0 || s.usd > 0.0)
+                    .map(|(path, spend)| ModelSpend {
+                        model: model.clone(),
+                        path: *path,
+                        spend,
+                    })
+            })
+            .collect();
+        drop(state);
+        rows.sort_by(|a, b| (&a.model, a.path.index()).cmp(&(&b.model, b.path.index())));
+        rows
     }
 
     /// Adds a consumer of every spend (a budget, a demand signal).
@@ -297,6 +357,7 @@ impl CostRecorder {
                     }),
                     hyperscaler: metrics::gauge!(HYPERSCALER, "model" => c.model.to_owned()),
                     keys: HashMap::new(),
+                    spent: [PathSpend::default(); 3],
                 }),
         };
         let key = c.key.unwrap_or("-");
@@ -316,6 +377,10 @@ impl CostRecorder {
         let pool = self.aliases.get(c.model).map_or(c.model, String::as_str);
         let list = self.list_prices.get(pool).map_or(0.0, |p| p.cost(&c.usage));
         model.hyperscaler.increment(list);
+        let row = &mut model.spent[i];
+        row.tokens = row.tokens.saturating_add(s.tokens);
+        row.usd += s.usd;
+        row.hyperscaler_usd += list;
         let t = &mut state.totals;
         t.tokens = t.tokens.saturating_add(s.tokens);
         t.hyperscaler_usd += list;

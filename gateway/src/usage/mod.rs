@@ -9,12 +9,14 @@
 //! - [`body`]: the `http_body` wrapper that runs one of the two over a relayed body;
 //! - [`cost`]: prices usage (lease $/h spread over tokens, fallback per 1M tokens) and records metrics;
 //! - [`overflow`]: the pure spill-to-fallback decision and its reason;
-//! - [`spend`]: hourly and daily caps on fallback spend.
+//! - [`spend`]: hourly and daily caps on fallback spend;
+//! - [`report`]: spend since start and limits hit, for `GET /admin/usage` and `leasegate status`.
 
 pub mod body;
 pub mod config;
 pub mod cost;
 pub mod overflow;
+pub mod report;
 pub mod scan;
 pub mod spend;
 pub mod splice;
@@ -25,7 +27,9 @@ mod window;
 use serde::Deserialize;
 
 pub use body::{Meter, Metered, UsageSlot};
-pub use cost::{Charge, CostRecorder, CostSummary, FallbackPrice, Path, Spend, SpendSink};
+pub use cost::{
+    Charge, CostRecorder, CostSummary, FallbackPrice, ModelSpend, Path, PathSpend, Spend, SpendSink,
+};
 pub use overflow::{
     Decision, FallbackLoad, Inputs, LeaseLoad, Mode, PolicyRule, PoolSlo, Reason, Tier,
 };

@@ -17,7 +17,10 @@
 //! [`wait_until`]) or is answered 429 with `Retry-After` ([`OnCap::Reject`]).
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -120,6 +123,8 @@ pub struct SpendCaps {
     config: SpendConfig,
     clock: UtcClock,
     state: Mutex<Windows>,
+    /// Requests answered 429 at the cap since start.
+    refusals: AtomicU64,
 }
 
 impl SpendCaps {
@@ -128,7 +133,18 @@ impl SpendCaps {
             config,
             clock,
             state: Mutex::new(Windows::default()),
+            refusals: AtomicU64::new(0),
         })
+    }
+
+    /// Counts one request answered 429 because of the cap.
+    pub fn count_refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered 429 at the cap since start (reloads keep the caps).
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &SpendConfig {

@@ -67,17 +67,28 @@ pub struct Settled {
 impl Accounting {
     pub fn new(config: &Config, sinks: Vec<Arc<dyn SpendSink>>) -> Self {
         let caps = SpendCaps::new(config.usage.spend, spend::UtcClock::system());
-        Self::with_caps(config, sinks, caps)
+        Self::with_caps(config, sinks, caps, None)
     }
 
     /// The accounting of a reloaded config: prices and pool settings from
     /// `config`, while the spend windows carry over, so that a reload can
     /// never reset a fallback spend cap (cap amounts change with a restart).
     pub fn reloaded(&self, config: &Config) -> Self {
-        Self::with_caps(config, Vec::new(), Arc::clone(&self.caps))
+        // The spend record goes on too: `status` shows spend since start.
+        Self::with_caps(
+            config,
+            Vec::new(),
+            Arc::clone(&self.caps),
+            Some(&self.recorder),
+        )
     }
 
-    fn with_caps(config: &Config, sinks: Vec<Arc<dyn SpendSink>>, caps: Arc<SpendCaps>) -> Self {
+    fn with_caps(
+        config: &Config,
+        sinks: Vec<Arc<dyn SpendSink>>,
+        caps: Arc<SpendCaps>,
+        previous: Option<&CostRecorder>,
+    ) -> Self {
         let prices: HashMap<String, FallbackPrice> = config
             .fallbacks
             .iter()
@@ -104,6 +115,10 @@ impl Accounting {
                 .with_list_prices(list_prices, config.aliases.clone()),
             CostRecorder::with_sink,
         );
+        let recorder = match previous {
+            Some(p) => recorder.carrying(p),
+            None => recorder,
+        };
         Self {
             config: config.usage.clone(),
             recorder: Arc::new(recorder),
@@ -118,6 +133,11 @@ impl Accounting {
     /// Spend since start and the saving against hyperscaler-only (for `status`).
     pub fn summary(&self) -> super::CostSummary {
         self.recorder.summary()
+    }
+
+    /// The cost recorder, for the per-model view of spend.
+    pub fn recorder(&self) -> &CostRecorder {
+        &self.recorder
     }
 
     /// The body to forward, and whether the gateway added `include_usage`
@@ -159,7 +179,9 @@ impl Accounting {
         if decision.blocked() {
             metrics::counter!(OVERFLOW_CAPPED, "model" => pool_model.to_owned(), "reason" => decision.reason.as_str()).increment(1);
             let reset = self.caps.check().err().map(|c| c.reset_in);
+            // Called only to answer 429, so it counts the refusal too.
             let retry_after = |d: &Decision| {
+                self.caps.count_refusal();
                 let wait = match (d.reason, reset) {
                     (Reason::NoReplicaReady, Some(reset)) => reset,
                     _ => self.config.spend.retry_after,

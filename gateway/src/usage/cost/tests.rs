@@ -184,4 +184,38 @@ async fn the_summary_compares_with_sending_everything_to_the_fallback() {
     assert!((s.fallback_usd - on_fb.usd).abs() < 1e-12);
     assert!((s.hyperscaler_usd - (0.6 + 0.006)).abs() < 1e-9, "{s:?}");
     assert!((s.saving_usd() - (0.606 - 0.01 - 0.006)).abs() < 1e-9);
+    let rows = rec.by_model();
+    let row = |model: &str, path: Path| {
+        rows.iter()
+            .find(|r| r.model == model && r.path == path)
+            .map(|r| r.spend)
+    };
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let alias = row("alias", Path::Lease).unwrap();
+    assert_eq!(alias.tokens, 150_000);
+    assert!((alias.usd - 0.01).abs() < 1e-9 && (alias.hyperscaler_usd - 0.6).abs() < 1e-9);
+    let m = row("m", Path::Fallback).unwrap();
+    assert_eq!(m.tokens, 1500);
+    assert!((m.usd - m.hyperscaler_usd).abs() < 1e-12 && (m.usd - 0.006).abs() < 1e-9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recorder_of_a_reloaded_config_keeps_counting_from_where_the_last_stopped() {
+    let old = CostRecorder::new(prices(), None);
+    let fb = endpoint("fb", Kind::Fallback, 0.0);
+    let charge = Charge {
+        model: "m",
+        endpoint: &fb,
+        key: None,
+        usage: usage(1000, 500),
+    };
+    old.record(&charge);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let new = CostRecorder::new(prices(), None).carrying(&old);
+    assert_eq!(new.since(), old.since());
+    assert_eq!(new.summary().tokens, 1500);
+    new.record(&charge);
+    assert_eq!(new.summary().tokens, 3000);
+    assert_eq!(old.summary(), new.summary());
+    assert_eq!(new.by_model()[0].spend.tokens, 3000);
 }

@@ -64,6 +64,7 @@ async fn lease_traffic_holds_no_cap_room_so_real_overflow_still_fits() {
         matches!(next, Err(ApiError::SpendCapReached { .. })),
         "{next:?}"
     );
+    assert_eq!(acc.caps().refusals(), 1, "one 429 at the cap");
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,6 +92,35 @@ async fn a_queued_request_takes_the_lease_that_frees_up() {
         ["lease"]
     );
     assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        acc.caps().refusals(),
+        0,
+        "a queued request that got a lease"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_spend_record_and_the_cap_refusals() {
+    let (acc, view) = setup("fallback_hourly_usd = 1.0");
+    let fb = Arc::clone(view.current().endpoint("fb").unwrap());
+    acc.recorder().record(&Charge {
+        model: "m",
+        endpoint: &fb.spec,
+        key: Some("tenant"),
+        usage: Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 0,
+            total_tokens: 1_000_000,
+        },
+    });
+    acc.caps().count_refusal();
+    let config = Config::parse("[spend]\nfallback_hourly_usd = 2.0\n").unwrap();
+    let next = acc.reloaded(&config);
+    let s = next.summary();
+    assert_eq!(s.tokens, 1_000_000);
+    assert!((s.fallback_usd - 1.0).abs() < 1e-12, "{s:?}");
+    assert_eq!(next.caps().refusals(), 1);
+    assert_eq!(next.recorder().by_model().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
