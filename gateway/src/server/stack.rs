@@ -126,6 +126,8 @@ pub async fn handle(
         }
         Err(err) => {
             let rates = ctx.policy.rates();
+            // The spend cap refuses without knowing the key; count it on the key here.
+            ctx.policy.refused(&err);
             ctx.policy.settle(false, ctx.started.elapsed());
             let resp = err.into_response();
             ctx.finish(resp.status().as_u16(), "error");
