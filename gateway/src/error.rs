@@ -27,8 +27,6 @@ pub enum ApiError {
     AdminDisabled,
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0} needs the lease controller, which this gateway runs without")]
-    NotImplemented(&'static str),
     #[error("the model `{0}` does not exist or is not served here")]
     UnknownModel(String),
     #[error("no route for {0}")]
@@ -65,7 +63,6 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unauthorized | Self::AdminDisabled => StatusCode::UNAUTHORIZED,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UnknownModel(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,7 +86,6 @@ impl ApiError {
             Self::Unauthorized => ("authentication_error", "invalid_api_key"),
             Self::AdminDisabled => ("authentication_error", "admin_disabled"),
             Self::BadRequest(_) => ("invalid_request_error", "invalid_parameter"),
-            Self::NotImplemented(_) => ("not_implemented", "not_implemented"),
             Self::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             Self::NotFound(_) => ("invalid_request_error", "not_found"),
             Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),

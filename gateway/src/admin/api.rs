@@ -57,7 +57,13 @@ pub async fn handle(
         }
         (&Method::POST, ["admin", "reload"]) => Ok(reload(live).await),
         (&Method::GET, ["admin", "explain"]) => explain(live, req.uri().query().unwrap_or("")),
-        (_, ["admin", "fleet" | "endpoints" | "config" | "explain"])
+        (
+            _,
+            [
+                "admin",
+                "fleet" | "endpoints" | "config" | "explain" | "usage",
+            ],
+        )
         | (_, ["admin", "reload"])
         | (_, ["admin", "endpoints", _, "drain"]) => {
             Err(ApiError::MethodNotAllowed(method.to_string()))
