@@ -5,6 +5,7 @@ pub mod control;
 pub mod feed;
 pub mod gateway;
 mod keys;
+mod progress;
 pub mod serve;
 mod spec;
 pub mod status;

@@ -136,7 +136,9 @@ pub fn token_var(unified: &Unified) -> &str {
 pub async fn serve(unified: Unified, seed: Option<u64>) -> CliResult {
     let served = Served::start(unified, seed, None).await?;
     super::announce(&served.gateway);
+    let progress = super::progress::spawn(served.control.handle.clone());
     server::shutdown_signal().await;
+    progress.abort();
     tracing::info!("shutdown signal received; draining");
     served.shutdown().await;
     Ok(())
@@ -214,7 +216,9 @@ pub async fn controller(unified: Unified, seed: Option<u64>, admin: SocketAddr) 
         "leasegate controller admin on http://{}",
         running.admin_addr
     );
+    let progress = super::progress::spawn(running.control.handle.clone());
     server::shutdown_signal().await;
+    progress.abort();
     tracing::info!("shutdown signal received");
     running.shutdown().await;
     Ok(())
