@@ -138,6 +138,11 @@ impl Pool {
         if self.max_price_per_hour.is_nan() || self.max_price_per_hour <= 0.0 {
             return err("max_price_per_hour must be positive".into());
         }
+        // Akash providers cancel their bids after five minutes; a window
+        // near that chooses among bids that are about to vanish.
+        if self.bid_window.is_zero() || self.bid_window > Duration::from_secs(270) {
+            return err("bid_window must be between 1ms and 4m30s".into());
+        }
         if self.gpu_models.is_empty() {
             return err("gpu_models must list at least one model".into());
         }
@@ -259,6 +264,17 @@ mod tests {
         .unwrap();
         assert!(cfg.validate().unwrap_err().contains("min_replicas"));
         cfg.pools[0].max_replicas = 3;
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bid_window_past_the_providers_five_minutes_is_refused() {
+        let mut cfg: ControllerConfig = toml::from_str(
+            "controller_id = \"c\"\n[[pools]]\nname=\"a\"\nmodel=\"m\"\nengine=\"tgi\"\ngpu_models=[\"h100\"]\nmin_replicas=1\nmax_replicas=1\nmax_price_per_hour=1.0\nbid_window=\"5m\"\n",
+        )
+        .unwrap();
+        assert!(cfg.validate().unwrap_err().contains("bid_window"));
+        cfg.pools[0].bid_window = Duration::from_secs(90);
         cfg.validate().unwrap();
     }
 }

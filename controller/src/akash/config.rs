@@ -20,12 +20,6 @@ pub struct AkashConfig {
     pub base_url: String,
     /// The environment variable holding the Console API key.
     pub api_key_env: String,
-    /// How long bids are collected before scoring (providers cancel after 5 min).
-    #[serde(with = "humantime_serde", default = "default_bid_window")]
-    pub bid_window: Duration,
-    /// How often bids are polled during the window.
-    #[serde(with = "humantime_serde", default = "default_bid_poll")]
-    pub bid_poll: Duration,
     /// Per Console call attempt.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub request_timeout: Duration,
@@ -50,12 +44,6 @@ pub struct AkashConfig {
     pub price_caps_usd_per_hour: BTreeMap<String, f64>,
 }
 
-fn default_bid_window() -> Duration {
-    Duration::from_secs(90)
-}
-fn default_bid_poll() -> Duration {
-    Duration::from_secs(4)
-}
 fn default_timeout() -> Duration {
     Duration::from_secs(20)
 }
@@ -100,15 +88,6 @@ impl AkashConfig {
         }
         if self.api_key_env.trim().is_empty() {
             return bad("api_key_env", "must name an environment variable");
-        }
-        if self.bid_window.is_zero() || self.bid_window > Duration::from_secs(270) {
-            return bad(
-                "bid_window",
-                "must be between 1s and 4m30s: providers cancel bids after 5 minutes",
-            );
-        }
-        if self.bid_poll.is_zero() || self.bid_poll > self.bid_window {
-            return bad("bid_poll", "must be positive and no longer than bid_window");
         }
         if self.max_attempts == 0 || self.max_attempts > 10 {
             return bad("max_attempts", "must be between 1 and 10");
