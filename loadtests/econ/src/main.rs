@@ -22,6 +22,9 @@ struct Args {
     /// Fallback price per 1M output tokens (USD).
     #[arg(long)]
     fallback_output: Option<f64>,
+    /// The CI smoke scale instead (2 simulated hours; ignores --hours).
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut cfg = EconConfig::full(args.seed, args.hours);
+    let mut cfg = if args.smoke {
+        EconConfig::smoke(args.seed)
+    } else {
+        EconConfig::full(args.seed, args.hours)
+    };
     if let Some(p) = args.fallback_input {
         cfg.fallback.usd_per_1m_input = p;
     }
