@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use leasegate_controller::market::sim::{SimConfig, SimProvider};
 use leasegate_controller::pool::{Pool, PoolEngine, RegionWeight};
+use leasegate_gateway::usage::{FallbackPrice, Usage};
 use serde::Serialize;
 
 /// The served model: an open 70B model in FP8 on one H100 80GB.
@@ -290,10 +291,17 @@ impl Default for FallbackModel {
 }
 
 impl FallbackModel {
+    /// What one answer costs, priced by the gateway's own cost code.
     pub fn cost_usd(&self, prompt_tokens: u32, output_tokens: u32) -> f64 {
-        (f64::from(prompt_tokens) * self.usd_per_1m_input
-            + f64::from(output_tokens) * self.usd_per_1m_output)
-            / 1e6
+        let price = FallbackPrice {
+            input_per_1m_usd: self.usd_per_1m_input,
+            output_per_1m_usd: self.usd_per_1m_output,
+        };
+        price.cost(&Usage {
+            prompt_tokens: u64::from(prompt_tokens),
+            completion_tokens: u64::from(output_tokens),
+            total_tokens: u64::from(prompt_tokens) + u64::from(output_tokens),
+        })
     }
 }
 

@@ -21,37 +21,50 @@ use std::time::Duration;
 
 use leasegate_controller::market::sim::SimConfig;
 use leasegate_controller::pool::Pool;
-use serde::Serialize;
-
+use leasegate_gateway::cli::unified::ControllerSection;
+pub use leasegate_gateway::usage::Mode;
 pub use report::{Report, StrategyReport};
 
 use crate::catalogue::{FallbackModel, ServiceModel};
 use crate::trace::TraceConfig;
 
 /// How traffic is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
     /// Every request to the hyperscaler; no leases.
     HyperscalerOnly,
     /// Leases only; requests queue on the replicas when they are full.
     LeasesOnly,
-    /// Leases first, overflow to the hyperscaler on saturation or SLO breach;
-    /// the controller scales on demand plus overflow.
-    Hybrid,
+    /// Leases and the hyperscaler, shared by the pool's overflow mode; the
+    /// controller scales on the demand the gateway's meter reports.
+    Hybrid(Mode),
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::HyperscalerOnly,
         Strategy::LeasesOnly,
-        Strategy::Hybrid,
+        Strategy::Hybrid(Mode::LeasesFirst),
+        Strategy::Hybrid(Mode::FallbackFirst),
+        Strategy::Hybrid(Mode::CheapestWithinSlo),
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::HyperscalerOnly => "hyperscaler-only",
             Strategy::LeasesOnly => "leases-only",
-            Strategy::Hybrid => "hybrid",
+            Strategy::Hybrid(Mode::LeasesFirst) => "hybrid leases-first",
+            Strategy::Hybrid(Mode::FallbackFirst) => "hybrid fallback-first",
+            Strategy::Hybrid(Mode::CheapestWithinSlo) => "hybrid cheapest-within-slo",
+        }
+    }
+
+    /// The pool's overflow mode. Without both tiers the mode has nothing to
+    /// choose between; the gateway's default stands.
+    pub fn mode(self) -> Mode {
+        match self {
+            Strategy::Hybrid(m) => m,
+            Strategy::HyperscalerOnly | Strategy::LeasesOnly => Mode::default(),
         }
     }
 
@@ -89,7 +102,10 @@ pub struct EconConfig {
     pub connect_timeout: Duration,
     pub provider_failures_per_day: f64,
     pub status_null_per_day: f64,
-    /// How often the gateway reports demand to the controller.
+    /// fallback-first: concurrent requests the hyperscaler quota allows;
+    /// beyond it the burst goes to leases.
+    pub fallback_baseline_concurrency: u32,
+    /// How often the gateway's feed reports demand to the controller.
     pub demand_every: Duration,
     /// Width of the time-series buckets in the report.
     pub bucket: Duration,
@@ -114,7 +130,11 @@ impl EconConfig {
             connect_timeout: Duration::from_secs(1),
             provider_failures_per_day: 3.0,
             status_null_per_day: 4.0,
-            demand_every: Duration::from_secs(15),
+            // About 13 rps at the fallback's ~5 s per answer: the overnight
+            // trough of the three regions together.
+            fallback_baseline_concurrency: 64,
+            // The binary's default `[controller] demand_interval`.
+            demand_every: ControllerSection::default().demand_interval,
             bucket: Duration::from_secs(900),
         }
     }
@@ -153,23 +173,32 @@ impl EconConfig {
     }
 }
 
-/// Runs every strategy on the same trace, one after the other, each on its
-/// own paused-time runtime.
+/// Runs every strategy on the same trace, each on its own thread and
+/// paused-time runtime: they share nothing, so running them side by side
+/// changes no figure.
 pub fn run(cfg: &EconConfig) -> std::io::Result<Report> {
-    let mut strategies = Vec::new();
-    for s in Strategy::ALL {
-        strategies.push(run_one(cfg, s)?);
-    }
-    let cost = |name: &str| {
-        strategies
+    let results: Vec<std::io::Result<StrategyReport>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = Strategy::ALL
             .iter()
-            .find(|r| r.strategy == name)
-            .map(|r| r.usd_per_1m_tokens)
-    };
-    let hybrid_cost_ratio = match (cost("hybrid"), cost("hyperscaler-only")) {
-        (Some(h), Some(f)) if f > 0.0 => Some(h / f),
-        _ => None,
-    };
+            .map(|&s| scope.spawn(move || run_one(cfg, s)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a strategy's run panicked")))
+            })
+            .collect()
+    });
+    let mut strategies = results.into_iter().collect::<std::io::Result<Vec<_>>>()?;
+    let baseline = strategies
+        .iter()
+        .find(|r| r.strategy == Strategy::HyperscalerOnly.as_str())
+        .map(|r| r.usd_per_1m_tokens)
+        .filter(|c| *c > 0.0);
+    for r in &mut strategies {
+        r.cost_vs_hyperscaler_only = baseline.map(|b| r.usd_per_1m_tokens / b);
+    }
     Ok(Report {
         seed: cfg.seed,
         hours: cfg.hours,
@@ -178,7 +207,6 @@ pub fn run(cfg: &EconConfig) -> std::io::Result<Report> {
         fallback: cfg.fallback.clone(),
         regions: cfg.trace.regions.iter().map(|r| r.name.clone()).collect(),
         strategies,
-        hybrid_cost_ratio,
     })
 }
 

@@ -22,6 +22,13 @@ struct Args {
     /// Fallback price per 1M output tokens (USD).
     #[arg(long)]
     fallback_output: Option<f64>,
+    /// Seconds between the gateway feed's demand reports (the binary's
+    /// `[controller] demand_interval`; default: its default).
+    #[arg(long)]
+    demand_interval: Option<f64>,
+    /// The CI smoke scale instead (2 simulated hours; ignores --hours).
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut cfg = EconConfig::full(args.seed, args.hours);
+    let mut cfg = if args.smoke {
+        EconConfig::smoke(args.seed)
+    } else {
+        EconConfig::full(args.seed, args.hours)
+    };
+    if let Some(s) = args.demand_interval {
+        cfg.demand_every = std::time::Duration::try_from_secs_f64(s)?;
+    }
     if let Some(p) = args.fallback_input {
         cfg.fallback.usd_per_1m_input = p;
     }

@@ -9,6 +9,12 @@ use serde::Serialize;
 
 use crate::catalogue::{FallbackModel, ServiceModel};
 
+/// Issue 7's goal for hybrid: at most this share of hyperscaler-only's
+/// $/1M tokens ...
+pub const GOAL_COST_RATIO: f64 = 0.40;
+/// ... with at least this TTFT-SLO attainment.
+pub const GOAL_SLO_ATTAINMENT: f64 = 0.995;
+
 /// TTFT histogram resolution and range: 10 ms buckets up to two minutes;
 /// unserved requests land in the last bucket.
 const BUCKET_S: f64 = 0.01;
@@ -105,6 +111,8 @@ pub struct StrategyReport {
     pub fallback_spend_usd: f64,
     pub total_spend_usd: f64,
     pub usd_per_1m_tokens: f64,
+    /// $/1M tokens over hyperscaler-only's $/1M tokens.
+    pub cost_vs_hyperscaler_only: Option<f64>,
     pub slo_ttft_s: f64,
     /// Share of requests (unserved ones count as misses) with TTFT ≤ SLO.
     pub slo_attainment: f64,
@@ -133,6 +141,15 @@ pub struct StrategyReport {
     pub series: Vec<Bucket>,
 }
 
+impl StrategyReport {
+    /// Whether this strategy meets the issue's cost and SLO goal.
+    pub fn meets_goal(&self) -> bool {
+        self.cost_vs_hyperscaler_only
+            .is_some_and(|r| r <= GOAL_COST_RATIO)
+            && self.slo_attainment >= GOAL_SLO_ATTAINMENT
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -143,8 +160,6 @@ pub struct Report {
     pub fallback: FallbackModel,
     pub regions: Vec<String>,
     pub strategies: Vec<StrategyReport>,
-    /// Hybrid $/1M tokens over hyperscaler-only $/1M tokens.
-    pub hybrid_cost_ratio: Option<f64>,
 }
 
 impl Report {
@@ -171,18 +186,20 @@ impl Report {
         let slo = self.strategies.first().map_or(0.0, |r| r.slo_ttft_s);
         let _ = writeln!(
             s,
-            "| strategy | $/1M tokens | total $ | lease $ | fallback $ | TTFT ≤ {slo} s | p95 TTFT | p99 TTFT | idle lease spend | slot utilisation | overflow share | lease-hours | orphaned lease-hours |"
+            "| strategy | $/1M tokens | vs hyperscaler-only | total $ | lease $ | fallback $ | TTFT ≤ {slo} s | p95 TTFT | p99 TTFT | idle lease spend | slot utilisation | overflow share | lease-hours | orphaned lease-hours |"
         );
         let _ = writeln!(
             s,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in &self.strategies {
             let _ = writeln!(
                 s,
-                "| {} | {:.4} | {:.2} | {:.2} | {:.2} | {:.3}% | {} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1} | {:.2} |",
+                "| {} | {:.4} | {} | {:.2} | {:.2} | {:.2} | {:.3}% | {} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1} | {:.2} |",
                 r.strategy,
                 r.usd_per_1m_tokens,
+                r.cost_vs_hyperscaler_only
+                    .map_or_else(|| "-".to_owned(), |c| format!("{:.1}%", c * 100.0)),
                 r.total_spend_usd,
                 r.lease_spend_usd,
                 r.fallback_spend_usd,
@@ -196,11 +213,25 @@ impl Report {
                 r.orphaned_lease_hours
             );
         }
-        if let Some(ratio) = self.hybrid_cost_ratio {
+        let _ = writeln!(
+            s,
+            "\nGoal: hybrid at ≤ {:.0}% of hyperscaler-only $/1M tokens with ≥ {:.1}% TTFT-SLO attainment.",
+            GOAL_COST_RATIO * 100.0,
+            GOAL_SLO_ATTAINMENT * 100.0
+        );
+        for r in self
+            .strategies
+            .iter()
+            .filter(|r| r.strategy.starts_with("hybrid"))
+        {
             let _ = writeln!(
                 s,
-                "\nHybrid costs {:.1}% of hyperscaler-only per 1M tokens (goal ≤ 40%).",
-                ratio * 100.0
+                "- {}: {} of hyperscaler-only at {:.3}% attainment: goal {}.",
+                r.strategy,
+                r.cost_vs_hyperscaler_only
+                    .map_or_else(|| "?".to_owned(), |c| format!("{:.1}%", c * 100.0)),
+                r.slo_attainment * 100.0,
+                if r.meets_goal() { "met" } else { "missed" }
             );
         }
         for r in &self.strategies {

@@ -7,17 +7,19 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasegate_controller::demand::{Demand, EndpointReport, Signals};
+use leasegate_controller::demand::Signals;
 use leasegate_controller::launcher::{MemReplicas, Prober};
 use leasegate_controller::market::LeaseState;
 use leasegate_controller::market::sim::{Ledger, SimMarket};
 use leasegate_controller::store::{SqliteStore, Store};
 use leasegate_controller::{Controller, ControllerConfig, ControllerHandle, Deps};
 use leasegate_fleet::{Endpoint, Engine, Kind, Region, Snapshot, State};
+use leasegate_gateway::cli::feed;
+use leasegate_gateway::demand::DemandMeter;
 use leasegate_gateway::fleet::{EndpointHandle, FleetView, InFlight, Outcome};
 use leasegate_gateway::health::HealthConfig;
 use leasegate_gateway::route::haversine_km;
-use leasegate_gateway::usage::{Mode, PoolSlo};
+use leasegate_gateway::usage::Mode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -25,7 +27,7 @@ use crate::catalogue::{FallbackModel, MODEL};
 use crate::chaos::Chaos;
 use crate::replica::Replica;
 use crate::report::{Bucket, RegionBucket, StrategyReport, TtftHistogram};
-use crate::route::{Gateway, Target};
+use crate::route::{Gateway, OverflowSettings, Target, gateway_config};
 use crate::trace::{Request, Trace};
 use crate::{EconConfig, Strategy};
 
@@ -101,9 +103,14 @@ impl Events {
     }
 }
 
-fn fallback_endpoint(f: &FallbackModel) -> Endpoint {
+fn fallback_id(f: &FallbackModel) -> String {
+    format!("fallback-{}", f.name)
+}
+
+/// The fallback as the fleet lists it; `max_concurrency` 0 is unbounded.
+fn fallback_endpoint(f: &FallbackModel, max_concurrency: u32) -> Endpoint {
     Endpoint {
-        id: format!("fallback-{}", f.name),
+        id: fallback_id(f),
         url: "https://fallback.invalid".into(),
         kind: Kind::Fallback,
         engine: Engine::Openai,
@@ -116,7 +123,7 @@ fn fallback_endpoint(f: &FallbackModel) -> Endpoint {
         },
         provider: None,
         price_per_hour_usd: 0.0,
-        max_concurrency: 0,
+        max_concurrency,
         state: State::Ready,
         credential: None,
     }
@@ -177,15 +184,6 @@ impl Fleet {
     }
 }
 
-/// Per-region demand as the gateway measures it, smoothed over about a minute.
-#[derive(Clone, Copy, Default)]
-struct RegionDemand {
-    leased: u64,
-    overflow: u64,
-    rps: f64,
-    overflow_rps: f64,
-}
-
 /// Runs one strategy to the end of the horizon. Fails only when the
 /// controller cannot start (a bad pool or store).
 pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport, String> {
@@ -203,21 +201,41 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
     let dt = cfg.step.as_secs_f64();
     let origin = Instant::now();
     let view = FleetView::new(HealthConfig::default());
+    let mode = strategy.mode();
+    // fallback-first's baseline rides on a quota at the hyperscaler; in the
+    // other modes the fallback takes whatever comes.
+    let quota = if mode == Mode::FallbackFirst {
+        cfg.fallback_baseline_concurrency
+    } else {
+        0
+    };
     let fallback = strategy
         .uses_fallback()
-        .then(|| fallback_endpoint(&cfg.fallback));
+        .then(|| fallback_endpoint(&cfg.fallback, quota));
     let compose = |base: &Snapshot| {
         let mut s = base.clone();
         s.endpoints.extend(fallback.clone());
         Arc::new(s)
     };
     view.publish(compose(&Snapshot::default()));
-    let slo = PoolSlo {
-        mode: Mode::LeasesFirst,
+    let overflow = OverflowSettings {
+        mode,
         slo_ttft: cfg.decide_slo_ttft,
         time_per_output_token: Duration::from_secs_f64(cfg.service.time_per_output_token_s),
     };
-    let mut gw = Gateway::new(view.clone(), slo, cfg.seed ^ 0x6A7E);
+    let config = gateway_config(MODEL, &fallback_id(&cfg.fallback), &cfg.fallback, overflow)?;
+    let mut gw = Gateway::new(view.clone(), &config, mode, cfg.seed ^ 0x6A7E);
+    // The production feed: requests counted per model and nearest pool
+    // region by the gateway's meter, reported by the binary's feed task.
+    let meter = Arc::new(DemandMeter::new(&region_codes(cfg)));
+    let feed_task = fleet.as_ref().map(|f| {
+        feed::spawn(
+            meter.clone(),
+            view.clone(),
+            feed::Sink::Local(f.signals.clone()),
+            cfg.demand_every,
+        )
+    });
     let mut trace = Trace::new(cfg.trace.clone(), end);
     let mut chaos = Chaos::new(
         cfg.seed,
@@ -228,7 +246,6 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
     );
     let mut tail_rng = fastrand::Rng::with_seed(cfg.seed ^ 0x7A11);
     let regions = cfg.trace.regions.clone();
-    let mut demand = vec![RegionDemand::default(); regions.len()];
     let mut hist = TtftHistogram::default();
     let mut events = Events::default();
     // Ordered, so sums over it come out the same every run.
@@ -239,7 +256,6 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
     let mut alive: HashSet<String> = HashSet::new();
     let mut requests: Vec<Request> = Vec::new();
     let bucket_s = cfg.bucket.as_secs_f64();
-    let demand_every = cfg.demand_every.as_secs_f64();
     let steps = (end / dt).ceil() as u64;
     for k in 0..steps {
         let t0 = k as f64 * dt;
@@ -258,10 +274,6 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
                 {
                     alive.insert(e.spec.id.clone());
                 }
-            }
-            if k % (demand_every / dt).max(1.0) as u64 == 0 {
-                report_demand(f, &view, &regions, &mut demand, demand_every);
-                report_endpoints(f, &view, &alive);
             }
             if k % (60.0 / dt).max(1.0) as u64 == 0 && t0 >= warmup {
                 let ledger = f.market.ledger();
@@ -286,12 +298,13 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
         for req in &requests {
             events.run_until(req.at);
             let client = (regions[req.region].lat, regions[req.region].lon);
-            let routed = gw.route(
+            let routed = gw
+                .route(MODEL, client, now, |e| alive.contains(&e.spec.id))
+                .await;
+            meter.record(
                 MODEL,
-                client,
-                now,
-                |e| e.in_flight().saturating_sub(e.spec.max_concurrency),
-                |e| alive.contains(&e.spec.id),
+                Some(client),
+                matches!(routed.target, Target::Fallback(_)),
             );
             let penalty = f64::from(routed.dead_attempts) * cfg.connect_timeout.as_secs_f64();
             let (p, o) = (req.prompt_tokens, req.output_tokens);
@@ -313,7 +326,6 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
                         Due::FirstToken(e.clone(), secs(ttfb)),
                     );
                     events.push(adm.done_at, Due::Done(e.begin()));
-                    demand[req.region].leased += 1;
                     if counted {
                         busy_slot_s += svc;
                     }
@@ -331,18 +343,13 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
                         Due::FirstToken(e.clone(), secs(ttfb)),
                     );
                     events.push(done, Due::Done(e.begin()));
-                    demand[req.region].overflow += 1;
                     if counted {
                         out.fallback_spend_usd += f.cost_usd(p, o);
                         *reasons.entry(routed.reason.as_str().into()).or_default() += 1;
                     }
                     Some(penalty + ttfb)
                 }
-                Target::Nothing => {
-                    // Unmet demand is demand all the same: the controller hears of it.
-                    demand[req.region].overflow += 1;
-                    None
-                }
+                Target::Nothing => None,
             };
             let rb = &mut out.series[bucket].regions[req.region];
             rb.requests += 1;
@@ -363,6 +370,9 @@ pub async fn run(cfg: &EconConfig, strategy: Strategy) -> Result<StrategyReport,
     // Settle the books at the end of the horizon.
     tokio::time::sleep_until(origin + Duration::from_secs_f64(end)).await;
     events.run_until(end);
+    if let Some(t) = feed_task {
+        t.abort();
+    }
     if let Some(f) = fleet {
         let ledger = f.market.ledger();
         orphan_lease_s += 60.0 * f.orphans(&ledger) as f64;
@@ -417,65 +427,13 @@ fn ready_leases(view: &FleetView, region: Option<&str>) -> u32 {
         .count() as u32
 }
 
-/// Tells the controller what each region asked for: what the leases
-/// served and what spilled (or went unserved), smoothed over a minute,
-/// and how deep the lease queues are per slot.
-fn report_demand(
-    f: &Fleet,
-    view: &FleetView,
-    regions: &[crate::trace::ClientRegion],
-    demand: &mut [RegionDemand],
-    every_s: f64,
-) {
-    let alpha = (every_s / 60.0).min(1.0);
-    let state = view.current();
-    let c = state.candidates(MODEL);
-    for (r, d) in regions.iter().zip(demand.iter_mut()) {
-        d.rps += alpha * (d.leased as f64 / every_s - d.rps);
-        d.overflow_rps += alpha * (d.overflow as f64 / every_s - d.overflow_rps);
-        d.leased = 0;
-        d.overflow = 0;
-        let (queued, slots) = c
-            .primary
-            .iter()
-            .filter(|e| e.spec.region.code == r.code)
-            .fold((0u32, 0u32), |(q, s), e| {
-                (
-                    q + e.in_flight().saturating_sub(e.spec.max_concurrency),
-                    s + e.spec.max_concurrency,
-                )
-            });
-        let queue_pressure = if slots > 0 {
-            f64::from(queued) / f64::from(slots)
-        } else {
-            0.0
-        };
-        f.signals.report_demand(
-            MODEL,
-            &r.code,
-            Demand {
-                requests_per_sec: d.rps,
-                queue_pressure,
-                overflow_per_sec: d.overflow_rps,
-            },
-        );
-    }
-}
-
-/// What the gateway knows per lease: in flight (so draining ends when the
-/// last request does) and whether the replica answers.
-fn report_endpoints(f: &Fleet, view: &FleetView, alive: &HashSet<String>) {
-    for e in view.current().endpoints() {
-        if e.spec.kind == Kind::Lease {
-            f.signals.report_endpoint(
-                &e.spec.id,
-                EndpointReport {
-                    in_flight: e.in_flight(),
-                    healthy: Some(alive.contains(&e.spec.id)),
-                },
-            );
-        }
-    }
+/// The regions demand is attributed to, as the binary derives them from
+/// the controller's pools.
+fn region_codes(cfg: &EconConfig) -> Vec<String> {
+    let mut codes: Vec<String> = cfg.pool.regions.iter().map(|r| r.code.clone()).collect();
+    codes.sort();
+    codes.dedup();
+    codes
 }
 
 /// Lease spend and hours inside the measured window, from the market's own

@@ -1,12 +1,13 @@
-//! The economics simulation at CI scale: a well-formed report, no orphaned
-//! lease-hours, hybrid cheaper than hyperscaler-only, and the overflow
+//! The economics simulation at CI scale: a well-formed report with a row per
+//! strategy and overflow mode, no orphaned lease-hours, hybrid cheaper than
+//! hyperscaler-only, each mode sharing traffic its own way, and the overflow
 //! feedback loop (overflow in a region → leases there → overflow falls).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::OnceLock;
 
 use leasegate_econ::report::Bucket;
-use leasegate_econ::{EconConfig, Report, Strategy};
+use leasegate_econ::{EconConfig, Mode, Report, Strategy};
 
 const EU: usize = 1;
 
@@ -37,7 +38,16 @@ fn check_well_formed(report: &Report) {
         .iter()
         .map(|s| s["strategy"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["hyperscaler-only", "leases-only", "hybrid"]);
+    assert_eq!(
+        names,
+        [
+            "hyperscaler-only",
+            "leases-only",
+            "hybrid leases-first",
+            "hybrid fallback-first",
+            "hybrid cheapest-within-slo"
+        ]
+    );
     let md = report.markdown();
     for n in &names {
         assert!(md.contains(&format!("| {n} |")), "{md}");
@@ -88,25 +98,60 @@ fn smoke_report_is_well_formed_with_no_orphaned_lease_hours() {
 #[test]
 fn smoke_hybrid_costs_less_than_hyperscaler_only() {
     let report = smoke();
-    let hybrid = report.strategy("hybrid").unwrap();
     let fallback_only = report.strategy("hyperscaler-only").unwrap();
-    assert!(
-        hybrid.usd_per_1m_tokens < fallback_only.usd_per_1m_tokens,
-        "hybrid {} vs hyperscaler-only {}",
-        hybrid.usd_per_1m_tokens,
-        fallback_only.usd_per_1m_tokens
-    );
-    assert!(hybrid.lease_spend_usd > 0.0 && hybrid.fallback_spend_usd > 0.0);
-    // Overflow keeps the SLO that leases alone miss during the burst.
     let leases_only = report.strategy("leases-only").unwrap();
-    assert!(hybrid.slo_attainment > leases_only.slo_attainment);
+    for name in ["hybrid leases-first", "hybrid cheapest-within-slo"] {
+        let hybrid = report.strategy(name).unwrap();
+        assert!(
+            hybrid.usd_per_1m_tokens < fallback_only.usd_per_1m_tokens,
+            "{name} {} vs hyperscaler-only {}",
+            hybrid.usd_per_1m_tokens,
+            fallback_only.usd_per_1m_tokens
+        );
+        let ratio = hybrid.cost_vs_hyperscaler_only.unwrap();
+        assert!((ratio * fallback_only.usd_per_1m_tokens - hybrid.usd_per_1m_tokens).abs() < 1e-9);
+        assert!(hybrid.lease_spend_usd > 0.0 && hybrid.fallback_spend_usd > 0.0);
+        // Overflow keeps the SLO that leases alone miss during the burst.
+        assert!(hybrid.slo_attainment > leases_only.slo_attainment, "{name}");
+        // Spills happen for lack of lease capacity, never as a baseline.
+        assert!(
+            !hybrid.reasons.contains_key("baseline"),
+            "{name}: {:?}",
+            hybrid.reasons
+        );
+    }
+}
+
+/// fallback-first: the hyperscaler carries the baseline up to its quota,
+/// the leases take the rest; leases-first spills only what leases cannot take.
+#[test]
+fn fallback_first_puts_the_baseline_on_the_hyperscaler() {
+    let report = smoke();
+    let fallback_first = report.strategy("hybrid fallback-first").unwrap();
+    let leases_first = report.strategy("hybrid leases-first").unwrap();
+    let baseline = fallback_first.reasons.get("baseline").copied().unwrap_or(0);
+    let spilled: u64 = fallback_first.reasons.values().sum();
+    assert!(
+        baseline as f64 > 0.9 * spilled as f64,
+        "{:?}",
+        fallback_first.reasons
+    );
+    assert!(
+        fallback_first.overflow_share > 0.3,
+        "{}",
+        fallback_first.overflow_share
+    );
+    assert!(fallback_first.overflow_share > 5.0 * leases_first.overflow_share);
+    // The burst beyond the quota still found leases.
+    assert!(fallback_first.served > 0 && fallback_first.overflow_share < 1.0);
+    assert!(fallback_first.lease_hours > 0.0);
 }
 
 /// Item 5: overflow in a region is demand; the controller leases there, and
 /// once those leases are ready the region's overflow falls.
 #[test]
 fn overflow_in_a_region_brings_leases_there_and_then_falls() {
-    let hybrid = smoke().strategy("hybrid").unwrap();
+    let hybrid = smoke().strategy("hybrid leases-first").unwrap();
     for (i, b) in hybrid.series.iter().enumerate() {
         let r = &b.regions[EU];
         println!(
@@ -123,13 +168,16 @@ fn overflow_in_a_region_brings_leases_there_and_then_falls() {
     let (burst, _, _) = window(&hybrid.series, EU, 60.0, 70.0);
     let (settled, _, eu_leases_after) = window(&hybrid.series, EU, 90.0, 120.0);
     assert!(before < 0.05, "no overflow before the burst: {before}");
-    assert!(burst > 0.25, "the burst overflows at first: {burst}");
+    // The feed reports 2 s windows (the binary's default), the controller
+    // scales up on their peaks and down slowly, so the fleet carries spare
+    // slots that take most of the burst: only part of it spills at first.
+    assert!(burst > 0.03, "the burst overflows at first: {burst}");
     assert!(
         eu_leases_after > eu_leases_before,
         "the controller leased in eu-central: {eu_leases_before} -> {eu_leases_after}"
     );
     assert!(
-        settled < burst / 4.0 && settled < 0.1,
+        settled < burst / 4.0 && settled < 0.01,
         "overflow fell once the leases were ready: {burst} -> {settled}"
     );
 }
@@ -140,8 +188,9 @@ fn same_seed_same_report() {
     cfg.warmup_hours = 0.25;
     cfg.hours = 0.25;
     cfg.provider_failures_per_day = 96.0;
-    let a = leasegate_econ::run_one(&cfg, Strategy::Hybrid).unwrap();
-    let b = leasegate_econ::run_one(&cfg, Strategy::Hybrid).unwrap();
+    let strategy = Strategy::Hybrid(Mode::LeasesFirst);
+    let a = leasegate_econ::run_one(&cfg, strategy).unwrap();
+    let b = leasegate_econ::run_one(&cfg, strategy).unwrap();
     let json = |r: &leasegate_econ::StrategyReport| serde_json::to_string(r).unwrap();
     assert!(a.requests > 0);
     assert_eq!(json(&a), json(&b));
