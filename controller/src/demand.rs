@@ -15,10 +15,13 @@ use crate::pool::Pool;
 /// Demand for one model in one region, as the gateway measured it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Demand {
+    /// Every request for the model from the region, wherever it was served
+    /// (the fallback's share included).
     pub requests_per_sec: f64,
-    /// Queued requests per replica slot; above 1.0 the pool is saturated.
+    /// Requests in flight plus the replicas' own queues, per replica slot
+    /// of the model's ready leases: a utilisation. Above 1.0 requests wait.
     pub queue_pressure: f64,
-    /// Requests per second sent to the fallback for lack of capacity.
+    /// The part of `requests_per_sec` the fallback tier served.
     pub overflow_per_sec: f64,
 }
 
@@ -107,10 +110,9 @@ pub fn desired_replicas(
     // not take the reconcile loop down with it.
     let (lo, hi) = (pool.min_replicas, pool.max_replicas.max(pool.min_replicas));
     let current = state.target.unwrap_or(lo).clamp(lo, hi);
-    let load: f64 = demand
-        .iter()
-        .map(|(_, d)| d.requests_per_sec + d.overflow_per_sec)
-        .sum();
+    // Overflow is already inside `requests_per_sec`: adding it again leased
+    // for the fallback's share twice.
+    let load: f64 = demand.iter().map(|(_, d)| d.requests_per_sec).sum();
     let pressure = demand
         .iter()
         .map(|(_, d)| d.queue_pressure)
@@ -124,7 +126,7 @@ pub fn desired_replicas(
         needed
     } else if needed < current
         && load <= f64::from(current - 1) * pool.target_rps_per_replica * DOWN_UTILISATION
-        && pressure <= 0.5
+        && pressure * f64::from(current) / f64::from(current - 1) <= DOWN_UTILISATION
         && cooled(state.last_change, pool.scale_down_cooldown, now)
     {
         current - 1
@@ -146,6 +148,8 @@ pub fn place(pool: &Pool, demand: &[(String, Demand)], existing: &[String]) -> O
     let mut shares: Vec<(String, f64)> = demand
         .iter()
         .filter(|(r, _)| allowed(r))
+        // Overflow weighs twice here on purpose: a region whose demand spills
+        // to the fallback is where a new lease helps most.
         .map(|(r, d)| (r.clone(), d.requests_per_sec + d.overflow_per_sec))
         .filter(|(_, w)| *w > 0.0)
         .collect();
@@ -248,5 +252,51 @@ mod tests {
             place(&p, &[], &["eu-central".into()]).as_deref(),
             Some("na-us-west")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overflow_inside_the_request_rate_is_not_counted_twice() {
+        let p = pool();
+        let mut s = ScaleState::default();
+        let spilled = Demand {
+            requests_per_sec: 25.0,
+            overflow_per_sec: 10.0,
+            queue_pressure: 0.9,
+        };
+        // 25 rps at 10 per replica: 3, not the 4 that 25 + 10 would ask.
+        assert_eq!(
+            desired_replicas(
+                &p,
+                &[("eu-central".into(), spilled)],
+                &mut s,
+                Instant::now()
+            ),
+            3
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scale_down_asks_whether_one_replica_fewer_would_run_under_seventy_percent() {
+        let p = pool();
+        let t0 = Instant::now();
+        let at = |pressure: f64| {
+            (
+                "eu-central".to_string(),
+                Demand {
+                    requests_per_sec: 5.0,
+                    queue_pressure: pressure,
+                    overflow_per_sec: 0.0,
+                },
+            )
+        };
+        let mut s = ScaleState {
+            target: Some(4),
+            last_change: None,
+        };
+        // Slots 60% busy on 4 replicas would be 80% on 3: stay.
+        assert_eq!(desired_replicas(&p, &[at(0.6)], &mut s, t0), 4);
+        // 52% on 4 is 69% on 3: one fewer is fine (a fixed 0.5 bar on the
+        // utilisation kept such pools at their size).
+        assert_eq!(desired_replicas(&p, &[at(0.52)], &mut s, t0), 3);
     }
 }
