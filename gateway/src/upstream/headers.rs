@@ -34,7 +34,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    // Names as constants: a `&str` name is parsed again on every call.
+    // One pass over the few headers present is cheaper than hashing every
+    // hop-by-hop name for a removal that usually finds nothing.
+    let is_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(is_hop) {
+        return;
+    }
     for name in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION]) {
         headers.remove(name);
     }
