@@ -81,23 +81,29 @@ where
                     let watcher = graceful.watcher();
                     let builder = builder.clone();
                     let handler = handler.clone();
-                    let tls = opts.tls.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let handler = handler.clone();
-                            async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                        });
-                        match tls {
-                            None => serve_io(&builder, watcher, stream, service, peer).await,
-                            Some(acceptor) => {
+                    let service = service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(req, peer).await) }
+                    });
+                    // Two spawns, not one task with a `match`: a task is as large
+                    // as its largest state, and a plain connection must not carry
+                    // room for a TLS session and handshake for as long as it is open.
+                    match opts.tls.clone() {
+                        None => {
+                            tokio::spawn(async move {
+                                serve_io(&builder, watcher, stream, service, peer).await;
+                            });
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                     Ok(Ok(tls_stream)) => serve_io(&builder, watcher, tls_stream, service, peer).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }
-                            }
+                            });
                         }
-                    });
+                    }
                 }
                 _ = shutdown.changed() => break,
             }

@@ -75,7 +75,10 @@ pub async fn handle(
     let result = if overloaded {
         Err(ApiError::Overloaded)
     } else {
-        dispatch(&shared, req, peer, &mut ctx).await
+        // Boxed: hyper keeps the allocation of a connection's service future
+        // until the connection closes, so an inline `dispatch` (the largest
+        // state here) would stay resident for every open stream.
+        Box::pin(dispatch(&shared, req, peer, &mut ctx)).await
     };
     match result {
         Ok(Reply::Local(resp)) => {

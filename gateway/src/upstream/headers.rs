@@ -15,21 +15,36 @@ const HOP_BY_HOP: &[HeaderName] = &[
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP) {
+    // Most requests and answers carry no `Connection` header: no list to build.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    // One pass over the few headers present is cheaper than hashing every
+    // hop-by-hop name for a removal that usually finds nothing.
+    let is_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(is_hop) {
+        return;
+    }
+    for name in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION]) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// The headers sent to an upstream: the client's, minus its credentials and
@@ -43,7 +58,7 @@ pub fn upstream_request(
     strip_hop_by_hop(&mut out);
     // The client's key is for the gateway only; the replica gets its own.
     out.remove(header::AUTHORIZATION);
-    out.remove("api-key");
+    out.remove(API_KEY);
     // Recomputed by the client pool for the new target and body.
     out.remove(header::HOST);
     out.remove(header::CONTENT_LENGTH);
