@@ -374,12 +374,18 @@ fn config_akash_toml_parses_and_validates() {
     let cfg: AkashConfig = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     cfg.validate().unwrap();
     assert_eq!(cfg.api_key_env, "AKASH_CONSOLE_API_KEY");
-    assert_eq!(cfg.bid_window, Duration::from_secs(90));
+    assert_eq!(cfg.request_timeout, Duration::from_secs(20));
     assert_eq!(cfg.signed_by().len(), 1);
     assert!(cfg.price_caps_usd_per_hour["h100"] > 0.0);
     let typo = "base_url = \"https://x\"\napi_key_env = \"K\"\nbid_windw = \"9s\"\n[price_caps_usd_per_hour]\nh100 = 1.0\n";
     let err = toml::from_str::<AkashConfig>(typo).unwrap_err().to_string();
     assert!(err.contains("bid_windw"), "{err}");
+    // The bid window is the pool's: the market section refuses it by name.
+    let stale = "base_url = \"https://x\"\napi_key_env = \"K\"\nbid_window = \"9s\"\n[price_caps_usd_per_hour]\nh100 = 1.0\n";
+    let err = toml::from_str::<AkashConfig>(stale)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bid_window"), "{err}");
 }
 
 #[tokio::test]
