@@ -156,27 +156,24 @@ impl ScoreSelector {
         c: &Candidates<'a>,
     ) -> Vec<Ranked<'a>> {
         let mut regions = RegionMemo::new(c, req.client_location);
-        let mut entries: Vec<Ranked<'a>> = c
-            .primary
-            .iter()
-            .filter(|h| permitted(req, h) && h.is_available_at(now))
-            .map(|h| {
-                let score = terms(&self.weights, h, regions.distance(h), now).total();
-                Ranked {
-                    handle: h,
-                    score,
-                    key: score.to_bits(),
-                }
-            })
-            .collect();
-        let best = entries
-            .iter()
-            .map(|e| e.score)
-            .fold(f64::INFINITY, f64::min);
-        for e in &entries {
-            if let Some(slot) = regions.best.get_mut(e.handle.region_idx) {
-                *slot = slot.min(e.score);
+        // Sized up front: collecting from a filter would grow the vector
+        // from a handful of slots, reallocating several times per decision.
+        let mut entries: Vec<Ranked<'a>> = Vec::with_capacity(c.primary.len());
+        let mut best = f64::INFINITY;
+        for h in c.primary {
+            if !(permitted(req, h) && h.is_available_at(now)) {
+                continue;
             }
+            let score = terms(&self.weights, h, regions.distance(h), now).total();
+            best = best.min(score);
+            if let Some(slot) = regions.best.get_mut(h.region_idx) {
+                *slot = slot.min(score);
+            }
+            entries.push(Ranked {
+                handle: h,
+                score,
+                key: score.to_bits(),
+            });
         }
         let cutoff = best + self.weights.near_tolerance_ms;
         for e in &mut entries {
