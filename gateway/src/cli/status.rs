@@ -118,8 +118,9 @@ impl Admin {
         let var = &self.token_env;
         if code.as_deref() == Some("admin_disabled") {
             Part::Off(
-                "the gateway's admin API is off ([admin] token_env is not set): \
-                 endpoints, spend and limits need it"
+                "the gateway's admin API is off (no admin token: `[admin] token_env`, or \
+                 under `serve` the variable `[controller] admin_token_env` names, \
+                 set to 16+ characters): endpoints, spend and limits need it"
                     .into(),
             )
         } else if self.bearer.is_none() {
