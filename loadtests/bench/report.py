@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 PATHS = ["direct", "leasegate", "nginx", "haproxy", "vllm_router", "sglang_router", "litellm"]
+STREAM_PATHS = ("direct", "leasegate", "nginx", "haproxy")
+HOLD_PATHS = ("leasegate", "nginx", "haproxy")
+
 LABELS = {
     "direct": "direct to the replica",
     "leasegate": "leasegate",
@@ -188,26 +191,37 @@ def build(out: Path) -> dict:
             e[f"added_{q}"] = sub(pick(e, "fixed_rate", "latency", q), pick(d, "fixed_rate", "latency", q))
         e["large_added_p50_us"] = sub(pick(e, "large_body", "latency", "p50_us"), pick(d, "large_body", "latency", "p50_us"))
 
-    streams = {p: load(raw / f"stream-{p}.json") for p in ("direct", "leasegate")}
-    sd, sl = streams["direct"], streams["leasegate"]
-    s = {"direct": sd, "leasegate": sl}
-    if sl:
-        cpu, _ = cpu_delta(out, "stream-leasegate")
-        s["leasegate_cpu_secs"] = cpu
-        s["leasegate_peak_rss_kib"] = cpu_delta(out, "stream-leasegate")[1]
-        s["leasegate_cpu_secs_per_1m_chunks"] = round(cpu / sl["chunks"] * 1e6, 3) if cpu is not None and sl["chunks"] else None
-        s["added_ttft_p50_us"] = sub(pick(sl, "ttft", "p50_us"), pick(sd, "ttft", "p50_us"))
-        s["added_ttft_p99_us"] = sub(pick(sl, "ttft", "p99_us"), pick(sd, "ttft", "p99_us"))
+    streams = {p: load(raw / f"stream-{p}.json") for p in STREAM_PATHS}
+    sd = streams["direct"]
+    s = {p: streams[p] for p in STREAM_PATHS}
+    s["added"] = {}
+    for p in STREAM_PATHS[1:]:
+        x = streams[p]
+        if not x:
+            continue
+        cpu, rss = cpu_delta(out, f"stream-{p}")
+        a = {
+            "cpu_secs": cpu,
+            "peak_rss_kib": rss,
+            "cpu_secs_per_1m_chunks": round(cpu / x["chunks"] * 1e6, 3) if cpu is not None and x["chunks"] else None,
+            "ttft_p50_us": sub(pick(x, "ttft", "p50_us"), pick(sd, "ttft", "p50_us")),
+            "ttft_p99_us": sub(pick(x, "ttft", "p99_us"), pick(sd, "ttft", "p99_us")),
+        }
         for q in ("mean_us", "p50_us", "p99_us"):
-            v = sub(pick(sl, "gap", q), pick(sd, "gap", q))
-            s[f"added_gap_{q}"] = round(v, 1) if v is not None else None
+            v = sub(pick(x, "gap", q), pick(sd, "gap", q))
+            a[f"gap_{q}"] = round(v, 1) if v is not None else None
+        s["added"][p] = a
     res["streaming"] = s
-    mem = load(raw / "hold-leasegate.json")
-    if mem and mem.get("opened") and mem.get("peak_rss_kib") and mem.get("rss_before_kib") is not None:
-        per = (mem["peak_rss_kib"] - mem["rss_before_kib"]) / mem["opened"]
-        mem["kib_per_stream"] = round(per, 2)
-        mem["projected_rss_kib_at_10000"] = round(mem["rss_before_kib"] + per * 10000)
-    res["memory"] = mem
+    res["memory_by_path"] = {}
+    for p in HOLD_PATHS:
+        mem = load(raw / f"hold-{p}.json")
+        if mem and mem.get("opened") and mem.get("peak_rss_kib") and mem.get("rss_before_kib") is not None:
+            per = (mem["peak_rss_kib"] - mem["rss_before_kib"]) / mem["opened"]
+            mem["kib_per_stream"] = round(per, 2)
+            mem["projected_rss_kib_at_10000"] = round(mem["rss_before_kib"] + per * 10000)
+        if mem:
+            res["memory_by_path"][p] = mem
+    res["memory"] = res["memory_by_path"].get("leasegate")
     res["skipped"] = [json.loads(line) for line in (raw / "skipped.jsonl").read_text().splitlines()] if (raw / "skipped.jsonl").exists() else []
     res["targets"] = targets(res)
     return res
@@ -235,7 +249,7 @@ def targets(res: dict) -> dict:
     ng = pick(P, "nginx", "saturation", "rps")
     vr = pick(P, "vllm_router", "saturation", "rps")
     p99 = pick(P, "leasegate", "added_p99_us")
-    ttft = pick(res, "streaming", "added_ttft_p99_us")
+    ttft = pick(res, "streaming", "added", "leasegate", "ttft_p99_us")
     rss = pick(res, "memory", "peak_rss_kib")
     opened = pick(res, "memory", "opened")
     big = pick(P, "leasegate", "large_added_p50_us")
@@ -318,25 +332,31 @@ def markdown(res: dict) -> str:
     L.append("")
     L.append("| path | streams ok | chunks | TTFT p50 ms | TTFT p99 ms | gap mean ms | gap p99 ms | errors |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for p in ("direct", "leasegate"):
+    for p in STREAM_PATHS:
         x = s.get(p)
         if x:
             L.append(f"| {LABELS[p]} | {x['ok']} | {x['chunks']} | {ms(pick(x, 'ttft', 'p50_us'))} | {ms(pick(x, 'ttft', 'p99_us'))} "
                      f"| {ms(pick(x, 'gap', 'mean_us'), 3)} | {ms(pick(x, 'gap', 'p99_us'))} | {x['errors'] + x['non_2xx'] + x['incomplete']} |")
-    if s.get("leasegate"):
+    if s.get("added"):
         L.append("")
-        L.append(f"Added by leasegate: TTFT p50 {ms(s.get('added_ttft_p50_us'))} ms, p99 {ms(s.get('added_ttft_p99_us'))} ms; "
-                 f"inter-chunk gap mean {ms(s.get('added_gap_mean_us'), 3)} ms, p99 {ms(s.get('added_gap_p99_us'))} ms; "
-                 f"{fmt(s.get('leasegate_cpu_secs_per_1m_chunks'), ' CPU s', 2)} per 1M chunks; "
-                 f"peak RSS {fmt((s.get('leasegate_peak_rss_kib') or 0) / 1024 or None, ' MiB', 1)}.")
-    mem = res.get("memory")
-    if mem:
+        L.append("Added against direct (each proxy on the same one core):")
         L.append("")
-        L.append("## Memory (streams held open through leasegate)")
+        L.append("| path | TTFT p50 ms | TTFT p99 ms | gap mean ms | gap p99 ms | CPU s per 1M chunks | peak RSS MiB |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        for p, a in s["added"].items():
+            L.append(f"| {LABELS[p]} | {ms(a['ttft_p50_us'])} | {ms(a['ttft_p99_us'])} | {ms(a['gap_mean_us'], 3)} | {ms(a['gap_p99_us'])} "
+                     f"| {fmt(a['cpu_secs_per_1m_chunks'], '', 2)} | {fmt((a['peak_rss_kib'] or 0) / 1024 or None, '', 1)} |")
+    mems = res.get("memory_by_path") or {}
+    if mems:
         L.append("")
-        L.append(f"{mem['opened']} of {mem['streams']} streams open ({mem['failed']} failed, {mem['ended_early']} ended early); "
-                 f"leasegate RSS peak {fmt(mem['peak_rss_kib'] / 1024, ' MiB', 1)} while held (before: {fmt((mem.get('rss_before_kib') or 0) / 1024, ' MiB', 1)}; VmHWM {fmt(mem['vm_hwm_kib'] / 1024, ' MiB', 1)}); "
-                 f"{fmt(mem.get('kib_per_stream'), ' KiB', 1)} per stream, {fmt((mem.get('projected_rss_kib_at_10000') or 0) / 1024 or None, ' MiB', 1)} projected at 10,000.")
+        L.append("## Memory (streams held open through each proxy)")
+        L.append("")
+        L.append("| path | open | failed | RSS before MiB | RSS peak MiB | KiB per stream | projected at 10,000 MiB |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        for p, mem in mems.items():
+            L.append(f"| {LABELS[p]} | {mem.get('opened')} of {mem.get('streams')} | {mem.get('failed')} "
+                     f"| {fmt((mem.get('rss_before_kib') or 0) / 1024, '', 1)} | {fmt((mem.get('peak_rss_kib') or 0) / 1024, '', 1)} "
+                     f"| {fmt(mem.get('kib_per_stream'), '', 1)} | {fmt((mem.get('projected_rss_kib_at_10000') or 0) / 1024 or None, '', 1)} |")
     L.append("")
     L.append("## Targets (issue 6)")
     L.append("")

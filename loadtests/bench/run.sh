@@ -150,14 +150,15 @@ done
 [[ -n $RATE ]] && echo "$RATE" >"$OUT/raw/rate.txt"
 stop "$FAST_REPLICA"
 
-# --- Streaming: 100 chunks at 10 ms, direct vs leasegate. ---
+# --- Streaming: 100 chunks at 10 ms, direct, leasegate and the two proxies on the same core. ---
+# nginx relays SSE unbuffered here (`proxy_buffering off`, as anyone serving SSE through it sets).
 if wants direct || wants leasegate; then
     start_replica stream 10ms 100
     STREAM_REPLICA=$REPLICA_PID
-    for p in direct leasegate; do
+    for p in direct leasegate nginx haproxy; do
         wants "$p" || continue
-        if start_path "$p" "$REPLICA_URL"; then
-            streaming "$p" "$SRV_URL" "$SRV_PID"
+        if NGINX_EXTRA="proxy_buffering off;" start_path "$p" "$REPLICA_URL"; then
+            streaming "$p" "$SRV_URL" "$(measured_pid "$p" "$SRV_PID")"
             [[ -n $SRV_PID ]] && stop "$SRV_PID"
         else
             skip "stream-$p" "$SKIP_REASON"
@@ -166,16 +167,19 @@ if wants direct || wants leasegate; then
     stop "$STREAM_REPLICA"
 fi
 
-# --- Memory: many streams held open through leasegate (slow chunks keep them alive). ---
+# --- Memory: many streams held open through each proxy (slow chunks keep them alive). ---
 if wants leasegate; then
     start_replica hold 1000ms 600
     HOLD_REPLICA=$REPLICA_PID
-    if start_path leasegate "$REPLICA_URL"; then
-        hold leasegate "$SRV_URL" "$SRV_PID"
-        stop "$SRV_PID"
-    else
-        skip "hold-leasegate" "$SKIP_REASON"
-    fi
+    for p in leasegate nginx haproxy; do
+        wants "$p" || continue
+        if NGINX_EXTRA="proxy_buffering off;" start_path "$p" "$REPLICA_URL"; then
+            hold "$p" "$SRV_URL" "$(measured_pid "$p" "$SRV_PID")"
+            stop "$SRV_PID"
+        else
+            skip "hold-$p" "$SKIP_REASON"
+        fi
+    done
     stop "$HOLD_REPLICA"
 fi
 

@@ -53,8 +53,11 @@ pin_project! {
     pub struct Relay<B> {
         #[pin]
         inner: B,
+        // Armed for `inter_chunk` after the last chunk, but moved only when it
+        // fires: resetting a timer on every chunk costs a timer-wheel lock.
         #[pin]
         idle: Sleep,
+        last_chunk: Instant,
         #[pin]
         deadline: Sleep,
         inter_chunk: Duration,
@@ -84,9 +87,11 @@ impl<B> Relay<B> {
         deadline: Instant,
         on_end: OnEnd,
     ) -> Self {
+        let now = Instant::now();
         Self {
             inner,
-            idle: sleep_until(Instant::now() + inter_chunk),
+            idle: sleep_until(now + inter_chunk),
+            last_chunk: now,
             deadline: sleep_until(deadline),
             inter_chunk,
             first,
@@ -116,7 +121,7 @@ where
         }
         if let Some(first) = this.first.take() {
             *this.at_event_boundary = first.ends_with(b"\n\n");
-            this.idle.as_mut().reset(Instant::now() + *this.inter_chunk);
+            *this.last_chunk = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         let failure = match this.inner.as_mut().poll_frame(cx) {
@@ -126,7 +131,7 @@ where
                 {
                     *this.at_event_boundary = data.ends_with(b"\n\n");
                 }
-                this.idle.as_mut().reset(Instant::now() + *this.inter_chunk);
+                *this.last_chunk = Instant::now();
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {
@@ -141,8 +146,15 @@ where
                 if this.deadline.as_mut().poll(cx).is_ready() {
                     End::TotalTimeout
                 } else {
-                    ready!(this.idle.as_mut().poll(cx));
-                    End::Stalled
+                    loop {
+                        ready!(this.idle.as_mut().poll(cx));
+                        let due = *this.last_chunk + *this.inter_chunk;
+                        if Instant::now() >= due {
+                            break End::Stalled;
+                        }
+                        // A chunk came since it was armed: re-arm from that chunk.
+                        this.idle.as_mut().reset(due);
+                    }
                 }
             }
         };
@@ -235,6 +247,34 @@ mod tests {
         );
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(*ends.lock().unwrap(), [End::Stalled]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_closer_than_the_inter_chunk_timeout_never_stall_however_long_the_stream() {
+        // Six chunks 3 s apart: 18 s in all, three times the 5 s timeout.
+        let slow = futures_util::stream::unfold(0u8, |n| async move {
+            if n == 6 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'a' + n]))),
+                n + 1,
+            ))
+        });
+        let (ends, on_end) = recorder();
+        let start = Instant::now();
+        let relay = Relay::new(
+            StreamBody::new(slow),
+            None,
+            false,
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(600),
+            on_end,
+        );
+        assert_eq!(collect(relay).await, b"abcdef");
+        assert_eq!(start.elapsed(), Duration::from_secs(18));
+        assert_eq!(*ends.lock().unwrap(), [End::Complete]);
     }
 
     #[tokio::test(start_paused = true)]

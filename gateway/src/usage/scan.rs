@@ -14,11 +14,16 @@
 //! body hold several, the last one parsed wins: OpenAI-compatible servers put
 //! the top-level `usage` after `choices`/`data`.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 
 use super::Usage;
 
-const KEY: &[u8] = b"\"usage\"";
+pub(super) const KEY: &[u8] = b"\"usage\"";
+/// The key's searcher, built once rather than for every frame.
+pub(super) static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(KEY));
 /// A usage object with its `*_details` is well under 1 KiB; anything larger
 /// is not one and is abandoned rather than buffered.
 pub const MAX_USAGE_BYTES: usize = 4096;
@@ -100,7 +105,7 @@ impl UsageScan {
             // started inside the carried prefix.
             self.state = State::Seek { partial: 0 };
         }
-        if let Some(p) = memmem::find(rest, KEY) {
+        if let Some(p) = USAGE_KEY.find(rest) {
             self.state = State::Colon;
             return i + p + KEY.len();
         }

@@ -20,13 +20,15 @@
 //! falls back to observing (the stream stays correct; only the strip stops).
 
 use bytes::{Bytes, BytesMut};
-use memchr::{memchr2, memmem};
+use memchr::memchr2;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{RawUsage, Usage, UsageScan};
+use super::{
+    RawUsage, Usage, UsageScan,
+    scan::{KEY, USAGE_KEY},
+};
 
-const KEY: &[u8] = b"\"usage\"";
 /// Chat chunks are a few hundred bytes; an event this large is not one the
 /// filter needs to touch.
 pub const MAX_HELD_BYTES: usize = 256 * 1024;
@@ -312,7 +314,7 @@ fn is_ws(b: u8) -> bool {
 /// (a quote inside a string is always preceded by `\`) and followed by `:`.
 /// Returns the key's offset and its value's.
 fn find_member(event: &[u8]) -> Option<(usize, usize)> {
-    memmem::find_iter(event, KEY).find_map(|k| {
+    USAGE_KEY.find_iter(event).find_map(|k| {
         let before = event[..k].iter().rev().find(|&&b| !is_ws(b))?;
         if !matches!(before, b'{' | b',') {
             return None;

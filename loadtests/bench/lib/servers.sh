@@ -95,6 +95,7 @@ http {
             proxy_pass http://replica;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            ${NGINX_EXTRA:-}
         }
     }
 }
@@ -103,6 +104,19 @@ EOF
         -e "$OUT/logs/nginx.log"
     SRV_PID=$START_PID
     SRV_URL="http://127.0.0.1:$port"
+}
+
+# measured_pid NAME PID: the process doing a path's work (nginx's worker, not its master).
+measured_pid() {
+    local name=$1 pid=$2 worker i
+    if [[ $name == nginx && -n $pid ]]; then
+        for ((i = 0; i < 50; i++)); do
+            worker=$(pgrep -P "$pid" | head -n 1)
+            [[ -n $worker ]] && { echo "$worker"; return 0; }
+            sleep 0.1
+        done
+    fi
+    echo "$pid"
 }
 
 start_haproxy() {
