@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use leasegate_gateway::cli::{self, Cli};
 
-// The system allocator unless built with `--features mimalloc`. Measured
-// (loadtests/bench/hold_rss.sh at 2,000 and 5,000 held streams, release
-// builds of one commit): glibc 37.7 KiB per stream and 11.7 MiB idle, mimalloc
-// 52.8 KiB and 22 MiB. mimalloc runs fewer instructions per request (callgrind:
-// ~5k against glibc's ~11.9k for malloc/free), but saturation throughput in
-// the harness was within run-to-run noise of glibc's.
+// The system allocator unless built with `--features mimalloc`. Measured on
+// release builds of the same code: held streams (loadtests/bench/hold_rss.sh
+// at 2,000 and 5,000) cost 33.0 KiB each with glibc and 52.8 KiB with
+// mimalloc (idle RSS 12 against 22 MiB); saturation throughput (wrk, one
+// core) was 19.4k-20.2k req/s with glibc against 20.7k with mimalloc, glibc's
+// malloc/free taking ~13% of the gateway's CPU there (perf). Long-lived
+// streams are the gateway's common case, so memory decides.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
