@@ -74,7 +74,7 @@ user root;
 pid $dir/nginx.pid;
 error_log $OUT/logs/nginx.log warn;
 worker_rlimit_nofile $(ulimit -n);
-events { worker_connections $NOFILE_ROOM; }
+events { worker_connections $((NOFILE_ROOM * 2 + 100)); }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;
