@@ -69,10 +69,8 @@ pub fn upstream_request(
         out.insert(header::AUTHORIZATION, v);
     }
     out.insert(REQUEST_ID, request_id.clone());
-    if !out.contains_key(&TRACEPARENT)
-        && let Ok(v) = HeaderValue::from_str(&new_traceparent())
-    {
-        out.insert(TRACEPARENT, v);
+    if !out.contains_key(&TRACEPARENT) {
+        out.insert(TRACEPARENT, new_traceparent());
     }
     out
 }
@@ -84,16 +82,33 @@ pub fn request_id(client: &HeaderMap) -> HeaderValue {
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
-                .unwrap_or(HeaderValue::from_static("unknown"))
+            let mut id = [0u8; 32];
+            hex(&mut id, fastrand::u128(..));
+            header_value(&id)
         })
 }
 
-/// A W3C trace context for a new trace, sampled.
-fn new_traceparent() -> String {
-    let trace = fastrand::u128(1..);
-    let span = fastrand::u64(1..);
-    format!("00-{trace:032x}-{span:016x}-01")
+/// A W3C trace context for a new trace, sampled: `00-<trace>-<span>-01`.
+fn new_traceparent() -> HeaderValue {
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex(&mut v[3..35], fastrand::u128(1..));
+    hex(&mut v[36..52], u128::from(fastrand::u64(1..)));
+    header_value(&v)
+}
+
+/// Writes `n` as lowercase hex filling `out`, most significant digit first
+/// (no `format!`: its string grows by reallocating, on every request).
+fn hex(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
+}
+
+/// Hex digits and dashes are always a valid header value.
+fn header_value(ascii: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(ascii).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -143,6 +158,29 @@ mod tests {
         );
         let out = upstream_request(&h, &HeaderValue::from_static("r"), None);
         assert!(!out.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn new_ids_are_lowercase_hex_of_the_w3c_and_request_id_shapes() {
+        let mut n = [0u8; 8];
+        hex(&mut n, 0xdead_beef);
+        assert_eq!(&n, b"deadbeef");
+        let t = new_traceparent();
+        let parts: Vec<&str> = t.to_str().unwrap().split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0], parts[3]), ("00", "01"));
+        assert_eq!((parts[1].len(), parts[2].len()), (32, 16));
+        let hexdigits = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        assert!(hexdigits(parts[1]) && hexdigits(parts[2]));
+        // All-zero ids are invalid in W3C trace context.
+        assert!(parts[1].bytes().any(|b| b != b'0') && parts[2].bytes().any(|b| b != b'0'));
+        let id = request_id(&HeaderMap::new());
+        assert_eq!(id.len(), 32);
+        assert!(hexdigits(id.to_str().unwrap()));
+        assert_ne!(id, request_id(&HeaderMap::new()));
     }
 
     #[test]
