@@ -263,6 +263,40 @@ async fn h2c_prior_knowledge_clients_are_served() {
     gw.shutdown().await;
 }
 
+/// A client that sends no request head is closed: one that says nothing at
+/// all while the listener waits to learn its protocol, and one that starts an
+/// HTTP/1 request and stops. (hyper-util's protocol detection, used before,
+/// waited for the first bytes without any limit.)
+#[tokio::test]
+async fn silent_and_stalled_clients_are_closed_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = replica(&["m"]).await;
+    let gw = gateway(
+        "[timeouts]\nheader_read = \"300ms\"\n",
+        vec![endpoint("a", &r.url(), &["m"], None)],
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(gw.api_addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(gw.api_addr).await.unwrap();
+    stalled.write_all(b"POST /v1/chat").await.unwrap();
+    for (name, conn) in [("silent", &mut silent), ("stalled", &mut stalled)] {
+        let mut buf = [0u8; 256];
+        // Closed, possibly after a 408: read to the end. The bound is generous
+        // (the sniff and hyper's header timer are 300 ms each).
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{name} connection still open after 5 s");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_stops_accepting_but_lets_an_open_stream_finish() {
     let r = replica_with(Behavior {

@@ -175,6 +175,10 @@ impl Builders {
 /// Tells HTTP/2 with prior knowledge (h2c) from HTTP/1 by peeking at the
 /// first bytes, leaving them in the socket for hyper. `None`: the client
 /// closed, or sent nothing (or only part of the preface) within `wait`.
+///
+/// `wait` is the header-read timeout, and hyper's own header timer starts
+/// after this returns, so a client has at most twice that to send its head
+/// (hyper-util's detection, used before, waited for the first bytes forever).
 async fn sniff(stream: &TcpStream, wait: Duration) -> Option<Version> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; H2_PREFACE.len()];
