@@ -81,7 +81,8 @@ pub struct Timeouts {
     pub inter_chunk: Duration,
     /// A whole request, first attempt to last byte.
     pub total: Duration,
-    /// A client must send its request head within this.
+    /// A client must send its first byte within this, then its request head
+    /// within this again.
     pub header_read: Duration,
     /// On shutdown, how long in-flight requests and streams may finish.
     pub drain: Duration,
