@@ -31,7 +31,7 @@ use crate::{
     geo::{GeoDb, GeoOptions},
     policy::{AdminToken, Policy},
     server::{run::with_config_endpoints, stack::Shared},
-    upstream::{self, HttpClient, Upstream},
+    upstream::{self, Upstream, h1},
 };
 
 pub const RELOADS: &str = "leasegate_config_reload_total";
@@ -64,7 +64,7 @@ pub struct Live {
     current: ArcSwap<Shared>,
     fleet: FleetView,
     /// Reused across generations so pooled upstream connections survive a reload.
-    client: Mutex<(Duration, HttpClient)>,
+    client: Mutex<(Duration, h1::Client)>,
     source: Option<ConfigSource>,
     file: Option<PathBuf>,
     status: Mutex<ReloadStatus>,
@@ -95,7 +95,7 @@ impl Live {
     pub fn start(
         config: Config,
         fleet: FleetView,
-        client: HttpClient,
+        client: h1::Client,
         source: Option<ConfigSource>,
         file: Option<PathBuf>,
         demand: Option<Arc<crate::demand::DemandMeter>>,
@@ -182,7 +182,7 @@ impl Live {
     }
 
     /// The upstream client for `config`: the running one unless the connect timeout changed.
-    fn client_for(&self, config: &Config) -> Result<HttpClient, Vec<Problem>> {
+    fn client_for(&self, config: &Config) -> Result<h1::Client, Vec<Problem>> {
         let mut slot = self.client.lock();
         if slot.0 != config.timeouts.connect {
             let client = upstream::build_client(config.timeouts.connect).map_err(|e| {
@@ -290,7 +290,7 @@ fn prepare(
     config: Config,
     previous: Option<&Shared>,
     fleet: &FleetView,
-    client: &HttpClient,
+    client: &h1::Client,
     generation: u64,
     demand: Option<Arc<crate::demand::DemandMeter>>,
 ) -> Result<Shared, Vec<Problem>> {

@@ -78,7 +78,7 @@ impl GatewayOnly {
                 feed = Some((
                     meter,
                     Sink::Remote(Box::new(Remote {
-                        client: upstream::build_client(config.timeouts.connect)?,
+                        client: upstream::build_http_client(config.timeouts.connect)?,
                         base_url: url.clone(),
                         token: fleet_token,
                     })),
@@ -152,7 +152,7 @@ fn token(var: &str) -> CliResult<Option<Secret>> {
 
 /// Adds `--endpoint` (models discovered) and `--fallback` specs to `config`.
 async fn add_cli_endpoints(config: &mut Config, args: &GatewayArgs) -> CliResult {
-    let client = upstream::build_client(config.timeouts.connect)?;
+    let client = upstream::build_http_client(config.timeouts.connect)?;
     let base = config.endpoints.len();
     let mut all_models = Vec::new();
     for (i, arg) in args.endpoints.iter().enumerate() {

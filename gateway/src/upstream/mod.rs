@@ -1,6 +1,7 @@
 //! Forwarding to upstreams: one pooled client, the failover loop, and the relayed response.
 
 mod budget;
+pub mod h1;
 pub mod headers;
 mod relay;
 
@@ -9,7 +10,6 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -29,10 +29,17 @@ use crate::{
     server::body::{Body, BoxError},
 };
 
+/// hyper's pooled client, for the gateway's own calls (the demand feed to a
+/// controller, model discovery); forwarding goes through [`h1::Client`].
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the one pooled client every upstream request goes through.
-pub fn build_client(connect_timeout: Duration) -> Result<HttpClient, rustls::Error> {
+/// Builds the one pooled client every forwarded request goes through.
+pub fn build_client(connect_timeout: Duration) -> Result<h1::Client, rustls::Error> {
+    h1::Client::new(connect_timeout)
+}
+
+/// Builds a hyper client for the gateway's own calls.
+pub fn build_http_client(connect_timeout: Duration) -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -78,7 +85,7 @@ pub struct Outbound<'a> {
 /// An upstream answer whose headers (and, for streams, first chunk) arrived.
 #[derive(Debug)]
 pub struct Forwarded {
-    pub response: Response<Incoming>,
+    pub response: Response<h1::ResponseBody>,
     pub first: Option<Bytes>,
     pub guard: InFlight,
     pub ttfb: Duration,
@@ -95,7 +102,7 @@ pub struct Trace {
 /// Sends requests along a selector's order with bounded, budgeted failover.
 #[derive(Debug)]
 pub struct Upstream {
-    client: HttpClient,
+    client: h1::Client,
     timeouts: Timeouts,
     retry: RetryConfig,
     budget: RetryBudget,
@@ -104,7 +111,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, client: HttpClient) -> Self {
+    pub fn new(config: &Config, client: h1::Client) -> Self {
         Self {
             client,
             timeouts: config.timeouts.clone(),
@@ -199,7 +206,7 @@ impl Upstream {
         out: &Outbound<'_>,
         endpoint: &EndpointHandle,
         total_deadline: Instant,
-    ) -> Result<(Response<Incoming>, Option<Bytes>, Duration), Failure> {
+    ) -> Result<(Response<h1::ResponseBody>, Option<Bytes>, Duration), Failure> {
         let request = self.build_request(out, endpoint)?;
         let start = Instant::now();
         let wait = if out.stream {
@@ -208,7 +215,7 @@ impl Upstream {
             self.timeouts.headers
         };
         let deadline = (start + wait).min(total_deadline);
-        let mut response = match timeout_at(deadline, self.client.request(request)).await {
+        let mut response = match timeout_at(deadline, self.client.send(request)).await {
             Err(_) => return Err(Failure::timeout("headers_timeout")),
             Ok(Err(e)) if e.is_connect() => {
                 return Err(Failure::new(
@@ -268,7 +275,7 @@ impl Upstream {
         &self,
         out: &Outbound<'_>,
         endpoint: &EndpointHandle,
-    ) -> Result<Request<Full<Bytes>>, Failure> {
+    ) -> Result<Request<Bytes>, Failure> {
         // One allocation, handed to the `Uri` without a copy.
         let base = endpoint.spec.url.trim_end_matches('/');
         let mut target = String::with_capacity(base.len() + out.path.len());
@@ -286,7 +293,7 @@ impl Upstream {
         };
         let key = upstream_key(endpoint.spec.credential.as_ref());
         let headers = headers::upstream_request(out.headers, out.request_id, key.as_deref());
-        let mut request = Request::new(Full::new(body));
+        let mut request = Request::new(body);
         *request.method_mut() = out.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
