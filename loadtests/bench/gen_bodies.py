@@ -30,14 +30,21 @@ def chat(model: str, user: str, stream: bool) -> dict:
 def padded(model: str, size: int, stream: bool) -> bytes:
     """A body of exactly `size` bytes (the user message is padded)."""
     base = json.dumps(chat(model, USER_SEED, stream), separators=(",", ":")).encode()
-    filler = "crate 17 left Rotterdam on time; pallet 4 arrived wet; carrier swap at Lyon. "
+    # Lines and quotes as real prompts have them: the JSON string gets escapes.
+    filler = 'crate 17 left Rotterdam on time; pallet 4 arrived "wet"; carrier swap at Lyon.\n'
     need = size - len(base)
     if need < 0:
         raise SystemExit(f"size {size} is smaller than the empty body ({len(base)})")
     text = USER_SEED + (filler * (need // len(filler) + 1))[:need]
-    out = json.dumps(chat(model, text, stream), separators=(",", ":")).encode()
-    assert len(out) == size, (len(out), size)
-    return out
+    while True:
+        out = json.dumps(chat(model, text, stream), separators=(",", ":")).encode()
+        if len(out) > size:
+            # Escapes take two bytes: cut, then pad with spaces (one byte each).
+            text = text[: len(text) - (len(out) - size)]
+        elif len(out) < size:
+            text += " " * (size - len(out))
+        else:
+            return out
 
 
 def main() -> None:
