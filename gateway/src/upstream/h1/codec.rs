@@ -17,7 +17,7 @@ const INLINE_BODY: usize = 16 * 1024;
 
 /// The request as bytes: the head (with a small body appended) and, for a
 /// large body, the body itself, written after the head without a copy.
-#[derive(Debug)]
+/// No `Debug`: the head carries the replica's key.
 pub(super) struct Wire {
     pub head: Vec<u8>,
     pub body: Option<Bytes>,
