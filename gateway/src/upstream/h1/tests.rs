@@ -201,44 +201,34 @@ async fn connection_close_and_unfinished_bodies_are_not_pooled() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_body_that_ends_at_close_ends_when_the_replica_closes() {
+/// A replica for one request: it reads it, writes `answer`, and closes.
+async fn answer_once(answer: &'static [u8]) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut pending = Vec::new();
         read_request(&mut s, &mut pending).await.unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\n\r\nto the end")
-            .await
-            .unwrap();
+        s.write_all(answer).await.unwrap();
     });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_body_that_ends_at_close_ends_when_the_replica_closes() {
+    let base = answer_once(b"HTTP/1.1 200 OK\r\n\r\nto the end").await;
     let client = Client::new(Duration::from_secs(1)).unwrap();
-    let response = client
-        .send(post(&format!("http://{addr}"), "{}"))
-        .await
-        .unwrap();
+    let response = client.send(post(&base, "{}")).await.unwrap();
     assert_eq!(text(response).await, "to the end");
     assert_eq!(client.pool.idle_count(), 0);
 }
 
 #[tokio::test]
 async fn a_cut_body_is_an_error_not_a_short_success() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut pending = Vec::new();
-        read_request(&mut s, &mut pending).await.unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
-            .await
-            .unwrap();
-    });
+    let base =
+        answer_once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n").await;
     let client = Client::new(Duration::from_secs(1)).unwrap();
-    let response = client
-        .send(post(&format!("http://{addr}"), "{}"))
-        .await
-        .unwrap();
+    let response = client.send(post(&base, "{}")).await.unwrap();
     let err = response.into_body().collect().await.unwrap_err();
     assert!(matches!(err, Error::Closed), "{err:?}");
 }
