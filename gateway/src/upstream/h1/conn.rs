@@ -129,6 +129,14 @@ impl Connector {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        Self::with_roots(timeout, roots)
+    }
+
+    /// Trusting `roots` instead of the public ones (tests with their own CA).
+    pub fn with_roots(
+        timeout: Duration,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, rustls::Error> {
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -75,6 +75,14 @@ impl Client {
         })
     }
 
+    #[cfg(test)]
+    fn with_roots(roots: rustls::RootCertStore) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            pool: Arc::new(Pool::new(IDLE_TIMEOUT, MAX_IDLE_PER_ORIGIN)),
+            connector: Arc::new(Connector::with_roots(Duration::from_secs(1), roots)?),
+        })
+    }
+
     /// Sends `request` (an absolute `http` or `https` URI) and returns once
     /// the response head is in. The body streams from the connection as it
     /// is polled; the connection goes back to the pool when the body ends.

@@ -312,3 +312,64 @@ async fn a_large_body_arrives_whole() {
     assert_eq!(body.len(), 300_000);
     assert!(got.recv().await.unwrap() > 1 << 20);
 }
+
+#[tokio::test]
+async fn https_replicas_are_reached_over_tls_and_their_connections_reused() {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(data.join("test-cert.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(data.join("test-key.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs[0].clone()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // One request per read is enough for these small ones.
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(OK_HELLO.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = Client::with_roots(roots).unwrap();
+    for _ in 0..2 {
+        let response = client
+            .send(post(&format!("https://localhost:{port}/v1/x"), "{}"))
+            .await
+            .unwrap();
+        assert_eq!(text(response).await, "hello");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // A client with only the public roots refuses this certificate.
+    let public = Client::new(Duration::from_secs(1)).unwrap();
+    let err = public
+        .send(post(&format!("https://localhost:{port}/v1/x"), "{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(err.is_connect());
+}
