@@ -145,16 +145,19 @@ async fn exchange(
     wire: &Wire,
     method: &Method,
 ) -> Result<(codec::Head, Box<Conn>), Exchange> {
+    // Stale only if nothing at all came back: an interim `100 Continue`
+    // already parsed away means the replica took the request.
+    let mut received = false;
     let reused = conn.reused;
-    let stale_or = |e: Error, conn: &Conn| {
-        if reused && conn.buf.is_empty() {
+    let stale_or = |e: Error, received: bool| {
+        if reused && !received {
             Exchange::Stale
         } else {
             Exchange::Failed(e)
         }
     };
     if let Err(e) = write_request(&mut conn, wire).await {
-        return Err(stale_or(Error::Io(e), &conn));
+        return Err(stale_or(Error::Io(e), received));
     }
     loop {
         match codec::parse_head(&mut conn.buf, method) {
@@ -164,9 +167,9 @@ async fn exchange(
         }
         conn.buf.reserve(READ_HEAD);
         match conn.io.read_buf(&mut conn.buf).await {
-            Ok(0) => return Err(stale_or(Error::Closed, &conn)),
-            Ok(_) => {}
-            Err(e) => return Err(stale_or(Error::Io(e), &conn)),
+            Ok(0) => return Err(stale_or(Error::Closed, received)),
+            Ok(_) => received = true,
+            Err(e) => return Err(stale_or(Error::Io(e), received)),
         }
     }
 }

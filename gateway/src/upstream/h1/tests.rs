@@ -373,3 +373,33 @@ async fn https_replicas_are_reached_over_tls_and_their_connections_reused() {
     assert!(matches!(err, Error::Tls(_)), "{err:?}");
     assert!(err.is_connect());
 }
+
+#[tokio::test]
+async fn a_pooled_connection_that_said_continue_and_closed_is_not_retried() {
+    // The replica took the second request (it answered `100 Continue`), so
+    // sending it again elsewhere could run it twice: it is an error instead.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                read_request(&mut s, &mut pending).await.unwrap();
+                s.write_all(OK_HELLO.as_bytes()).await.unwrap();
+                read_request(&mut s, &mut pending).await.unwrap();
+                s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let client = Client::new(Duration::from_secs(1)).unwrap();
+    let base = format!("http://{addr}");
+    let response = client.send(post(&base, "{}")).await.unwrap();
+    assert_eq!(text(response).await, "hello");
+    let err = client.send(post(&base, "{}")).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the request went again");
+}
