@@ -1,7 +1,7 @@
 //! Prometheus metrics: one process-wide recorder and the names every stage records under.
 
+use foldhash::{HashMap, HashMapExt};
 use std::{
-    collections::HashMap,
     sync::{Arc, OnceLock},
     time::Duration,
 };

@@ -3,7 +3,7 @@
 mod endpoint;
 mod stats;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;

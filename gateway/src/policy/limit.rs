@@ -11,8 +11,8 @@
 //! by the caller after each request; a key whose spend for the current UTC day
 //! reached its budget is refused until the day rolls over.
 
+use foldhash::HashMap;
 use std::{
-    collections::HashMap,
     fmt,
     sync::{
         Arc,

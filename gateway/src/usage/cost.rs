@@ -36,11 +36,8 @@
 //! `key` is the client key's configured name (`-` without one), never the
 //! key or its hash.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    sync::Arc,
-};
+use foldhash::{HashMap, HashMapExt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use leasegate_fleet::{Endpoint, Kind};
 use metrics::{Counter, Gauge};

@@ -7,7 +7,8 @@
 //! 3. [`Accounting::meter`] when the answer's headers are in: the body wrapper
 //!    and the [`Settle`] the end-of-body hook runs to price the answer.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use foldhash::{HashMap, HashMapExt};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use leasegate_fleet::Kind;

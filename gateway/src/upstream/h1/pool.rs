@@ -1,7 +1,8 @@
 //! Idle upstream connections, per origin, newest first.
 
+use foldhash::HashMap;
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Weak},
     time::Duration,
 };

@@ -39,7 +39,7 @@ fn usage(prompt: u64, completion: u64) -> Usage {
 }
 
 fn prices() -> HashMap<String, FallbackPrice> {
-    HashMap::from([(
+    HashMap::from_iter([(
         "fb".to_owned(),
         FallbackPrice {
             input_per_1m_usd: 2.0,
@@ -159,7 +159,7 @@ fn metrics_carry_model_path_and_key_name_and_cost_per_million() {
 async fn the_summary_compares_with_sending_everything_to_the_fallback() {
     let list = prices();
     let rec = CostRecorder::new(prices(), None).with_list_prices(
-        HashMap::from([("m".to_owned(), list["fb"])]),
+        HashMap::from_iter([("m".to_owned(), list["fb"])]),
         BTreeMap::from([("alias".to_owned(), "m".to_owned())]),
     );
     let lease = endpoint("l1", Kind::Lease, 0.6);
