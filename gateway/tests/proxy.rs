@@ -414,6 +414,35 @@ async fn streams_are_relayed_chunk_by_chunk_not_buffered() {
 }
 
 #[tokio::test]
+async fn a_chunked_body_in_many_frames_arrives_whole_and_in_order() {
+    let (r, gw) = single(&["m"]).await;
+    // No Content-Length: the gateway joins the frames without a size to start from.
+    let mut whole = br#"{"model":"m","input":""#.to_vec();
+    for i in 0..64u8 {
+        whole.extend(std::iter::repeat_n(b'a' + i % 26, 1000));
+    }
+    whole.extend_from_slice(br#""}"#);
+    let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = whole
+        .chunks(4093)
+        .map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::StreamBody<_>>(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+    );
+    let req = http::Request::post(format!("{}/v1/embeddings", url(gw.api_addr)))
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let stats = r.stats();
+    assert_eq!(stats.last_body_len, whole.len());
+    assert_eq!(stats.last_body_hash, Some(hash64(&whole)));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_chunked_body_without_length_is_cut_off_at_the_limit() {
     let r = replica(&["m"]).await;
     let toml = format!("{FAST}\n[limits]\nmax_body_bytes = 4096\n");

@@ -2,9 +2,9 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
@@ -338,7 +338,15 @@ fn only(req: &Request<Incoming>, method: Method) -> Result<(), ApiError> {
 
 /// Reads the whole body, refusing early on a declared length over the limit
 /// and again while reading for bodies without one.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+///
+/// A body that arrives in one frame is kept as hyper read it. A longer one is
+/// copied into one buffer sized from `Content-Length` as its frames arrive,
+/// so the copy overlaps the wait for the rest instead of following it.
+async fn read_body(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -346,13 +354,31 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit })
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ApiError::BodyRead)?.into_data() else {
+            continue; // trailers
+        };
+        len += data.len();
+        if len > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
         }
-        Err(_) => Err(ApiError::BodyRead),
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    // `declared` fits: it was checked against the limit.
+                    let size = declared.map_or(len, |d| (d as usize).max(len));
+                    joined.reserve(size);
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 fn json(status: StatusCode, text: &'static str) -> Response<Body> {
