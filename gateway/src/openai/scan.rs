@@ -2,15 +2,18 @@
 //!
 //! A prompt is almost all string, and serde skips an unknown string by
 //! checking every byte for quotes, escapes and control characters and by
-//! decoding every escape. Here a string is skipped eight bytes at a time for
-//! its closing quote (an escape only skips the byte after it), and the
-//! structure around strings (brackets, commas, colons, numbers, literals) is
+//! decoding every escape. Here a string is skipped 64 bytes at a time: SIMD
+//! compares give a bit per byte for quotes and for backslashes, a few
+//! integer steps mark the bytes that odd runs of backslashes escape, and the
+//! first quote left is the closing one. The structure around strings (brackets, commas, colons, numbers, literals) is
 //! checked in full. What this does not check inside strings (control
 //! characters, escape letters, UTF-8) the replica still does: such a body is
 //! forwarded and refused upstream.
 //!
 //! Anything this scan does not accept, serde then reads the slow way, so a
 //! malformed body gets serde's exact error.
+
+use wide::u8x16;
 
 /// Deeper nesting than this goes to serde (which stops at 128 too).
 const MAX_DEPTH: u32 = 128;
@@ -61,33 +64,75 @@ pub(super) fn fields<'a, const N: usize>(
     (s.i == body.len()).then_some(found)
 }
 
-/// The index of the first `"` or `\` in `s`, eight bytes per step.
-fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const QUOTES: u64 = LO * b'"' as u64;
-    const BACKSLASHES: u64 = LO * b'\\' as u64;
-    let mut words = s.chunks_exact(8);
+/// Where the string whose opening quote was just before `s` ends: the index of
+/// its closing quote, and whether a backslash came before it. `None`: no
+/// closing quote.
+fn string_end(s: &[u8]) -> Option<(usize, bool)> {
+    let mut carry = 0;
+    let mut backslashes_seen = false;
+    let mut blocks = s.chunks_exact(64);
     let mut at = 0;
-    for word in words.by_ref() {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let x = u64::from_le_bytes(bytes);
-        // A zero byte in `x ^ pattern` is a match; the lowest flagged byte
-        // is always a true one (borrows only run upwards).
-        let q = x ^ QUOTES;
-        let b = x ^ BACKSLASHES;
-        let hit = ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b)) & HI;
-        if hit != 0 {
-            return Some(at + (hit.trailing_zeros() / 8) as usize);
+    for block in blocks.by_ref() {
+        let (quotes, backslashes) = masks(block);
+        let ends = quotes & !escaped(backslashes, &mut carry);
+        if ends != 0 {
+            let end = ends.trailing_zeros();
+            backslashes_seen |= backslashes & ((1 << end) - 1) != 0;
+            return Some((at + end as usize, backslashes_seen));
         }
-        at += 8;
+        backslashes_seen |= backslashes != 0;
+        at += 64;
     }
-    words
-        .remainder()
-        .iter()
-        .position(|c| matches!(c, b'"' | b'\\'))
-        .map(|p| at + p)
+    // The last partial block, a byte at a time.
+    let mut skip = carry != 0;
+    for (i, &c) in blocks.remainder().iter().enumerate() {
+        match c {
+            _ if skip => skip = false,
+            b'"' => return Some((at + i, backslashes_seen)),
+            b'\\' => (skip, backslashes_seen) = (true, true),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One bit per byte of a 64-byte block: its quotes, and its backslashes.
+fn masks(block: &[u8]) -> (u64, u64) {
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let (mut quotes, mut backslashes) = (0, 0);
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(lane);
+        let v = u8x16::new(bytes);
+        quotes |= u64::from(v.simd_eq(quote).to_bitmask() as u16) << (16 * k);
+        backslashes |= u64::from(v.simd_eq(backslash).to_bitmask() as u16) << (16 * k);
+    }
+    (quotes, backslashes)
+}
+
+/// The bytes of a block that a backslash escapes, from its backslash bits.
+///
+/// A byte is escaped when the run of backslashes just before it is odd. A run
+/// that starts at an even bit and is odd long ends before an odd bit, one
+/// that starts at an odd bit before an even one. Adding a run's lowest bit to
+/// the mask carries past the run to the byte after it, so two additions (one
+/// for the runs starting at even bits, one for those at odd bits) find where
+/// every run ends. `carry` (0 or 1) says whether the block's first byte is
+/// escaped by the block before, and is set for the next block.
+fn escaped(backslashes: u64, carry: &mut u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    // A backslash that is itself escaped starts no run.
+    let b = backslashes & !*carry;
+    let starts = b & !(b << 1);
+    let after_even = b.wrapping_add(starts & EVEN) & !b;
+    let (sum, odd_run_at_the_end) = b.overflowing_add(starts & !EVEN);
+    let after_odd = sum & !b;
+    let escaped = (after_even & !EVEN) | (after_odd & EVEN) | *carry;
+    // A run that reaches the block's last bit: odd when it started at an odd
+    // bit, and then the next block's first byte is escaped.
+    *carry = u64::from(odd_run_at_the_end);
+    escaped
 }
 
 struct Scanner<'a> {
@@ -120,17 +165,9 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<(&'a [u8], bool)> {
         self.expect(b'"')?;
         let start = self.i;
-        let mut escaped = false;
-        loop {
-            let at = self.i + quote_or_backslash(self.b.get(self.i..)?)?;
-            if self.b[at] == b'"' {
-                self.i = at + 1;
-                return Some((&self.b[start..at], escaped));
-            }
-            // A backslash and the byte it escapes (`\"` must not end the string).
-            escaped = true;
-            self.i = at + 2;
-        }
+        let (len, escaped) = string_end(self.b.get(start..)?)?;
+        self.i = start + len + 1;
+        Some((&self.b[start..start + len], escaped))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -261,27 +298,62 @@ mod tests {
         assert_eq!(fields(b"{}", NAMES), Some([None, None]));
     }
 
+    /// The closing quote, found a byte at a time.
+    fn string_end_bytewise(s: &[u8]) -> Option<(usize, bool)> {
+        let (mut skip, mut seen) = (false, false);
+        for (i, &c) in s.iter().enumerate() {
+            match c {
+                _ if skip => skip = false,
+                b'"' => return Some((i, seen)),
+                b'\\' => (skip, seen) = (true, true),
+                _ => {}
+            }
+        }
+        None
+    }
+
     #[test]
-    fn the_word_search_finds_the_first_quote_or_backslash_at_every_offset() {
-        for len in 0..40 {
+    fn the_block_search_finds_the_closing_quote_at_every_offset() {
+        for len in 0..200 {
             for at in 0..len {
-                for c in [b'"', b'\\'] {
-                    let mut s = vec![b'a'; len];
-                    s[at] = c;
-                    // A later hit and bytes next to the patterns must not mislead it.
-                    if at + 3 < len {
-                        s[at + 3] = b'"';
-                    }
-                    if at > 0 {
-                        s[at - 1] = b'#';
-                    }
-                    assert_eq!(quote_or_backslash(&s), Some(at), "len {len} at {at}");
+                let mut s = vec![b'a'; len];
+                s[at] = b'"';
+                assert_eq!(string_end(&s), Some((at, false)), "len {len} at {at}");
+                // Escaped by the byte before (across a block edge too), the
+                // closing quote is a later one.
+                if at > 0 {
+                    s[at - 1] = b'\\';
+                    assert_eq!(string_end(&s), None, "len {len} at {at}");
+                    s.push(b'"');
+                    assert_eq!(string_end(&s), Some((len, true)), "len {len} at {at}");
                 }
             }
-            assert_eq!(quote_or_backslash(&vec![b'!'; len]), None);
+            assert_eq!(string_end(&vec![b'!'; len]), None);
         }
-        // Bytes just around the patterns' values (0x21, 0x5b, 0x5d, 0x22 ^ 0x80).
-        assert_eq!(quote_or_backslash(b"!#[]\xa2\xdc!#[]\xa2\xdc\""), Some(12));
+        // Runs of backslashes of every length ending at every bit of a block.
+        for run in 1..70usize {
+            for end in 0..130usize {
+                let mut s = vec![b'a'; 140];
+                let first = (end + 1).saturating_sub(run);
+                s[first..=end].fill(b'\\');
+                s[end + 1] = b'"';
+                s[139] = b'"';
+                assert_eq!(
+                    string_end(&s),
+                    string_end_bytewise(&s),
+                    "run {run} end {end}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_block_search_agrees_with_a_byte_at_a_time(
+            s in proptest::collection::vec(proptest::sample::select(&b"\"\\\\\\ab"[..]), 0..400)
+        ) {
+            proptest::prop_assert_eq!(string_end(&s), string_end_bytewise(&s));
+        }
     }
 
     #[test]
