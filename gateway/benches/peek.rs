@@ -3,7 +3,8 @@
 //! The prompt is text as clients send it, with a newline and quotes every
 //! line, so the JSON string has escapes every few dozen bytes. (A first scan
 //! that found string ends with `memchr2` lost to serde here: the escapes cut
-//! its runs short. The scan now steps eight bytes at a time.)
+//! its runs short. The scan now takes 64 bytes per step whatever the escapes:
+//! SIMD compares give bit masks, and arithmetic on them finds escaped bytes.)
 
 use std::{borrow::Cow, hint::black_box};
 

@@ -220,6 +220,34 @@ async fn quick_start_discovers_each_endpoints_models() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
+/// mimalloc advises its arenas for transparent huge pages, which cost each
+/// held stream half again in RSS; the binary turns them off for itself.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[tokio::test]
+async fn the_binary_runs_with_transparent_huge_pages_off() {
+    let r = support::replica(&["m"]).await;
+    let spec = r.url();
+    let child = tokio::task::spawn_blocking(move || {
+        support::spawn_leasegate(&[
+            "gateway",
+            "--endpoint",
+            &spec,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+    })
+    .await
+    .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("skipped: this kernel's /proc/PID/status has no THP_enabled line");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 /// Starts the real binary and reads both announced addresses (API, admin).
 fn spawn_with_admin(args: &[&str]) -> (support::Child, std::net::SocketAddr) {
     use std::io::BufRead;
