@@ -9,6 +9,8 @@ use crate::error::ApiError;
 
 mod scan;
 
+pub(crate) use scan::fields as scan_fields;
+
 /// What routing needs from a request body, borrowed from the raw bytes.
 ///
 /// Unknown fields are skipped by serde without being built into values, so a

@@ -20,7 +20,7 @@ const MAX_DEPTH: u32 = 128;
 
 /// The raw JSON of each wanted top-level field, in the order of `names`.
 /// `None`: not a plain object this scan accepts (serde decides instead).
-pub(super) fn fields<'a, const N: usize>(
+pub(crate) fn fields<'a, const N: usize>(
     body: &'a [u8],
     names: [&[u8]; N],
 ) -> Option<[Option<&'a [u8]>; N]> {
@@ -68,47 +68,62 @@ pub(super) fn fields<'a, const N: usize>(
 /// its closing quote, and whether a backslash came before it. `None`: no
 /// closing quote.
 fn string_end(s: &[u8]) -> Option<(usize, bool)> {
+    // Most strings (keys, roles, model names) end within 16 bytes with no
+    // escape: one compare settles them.
+    if let Some(lane) = s.get(..16) {
+        let (quotes, backslashes) = lane_masks(lane);
+        if quotes != 0 && quotes.trailing_zeros() < backslashes.trailing_zeros() {
+            return Some((quotes.trailing_zeros() as usize, false));
+        }
+    }
     let mut carry = 0;
     let mut backslashes_seen = false;
     let mut blocks = s.chunks_exact(64);
     let mut at = 0;
-    for block in blocks.by_ref() {
+    let mut end_in = |block: &[u8], offset: usize| {
         let (quotes, backslashes) = masks(block);
         let ends = quotes & !escaped(backslashes, &mut carry);
         if ends != 0 {
             let end = ends.trailing_zeros();
             backslashes_seen |= backslashes & ((1 << end) - 1) != 0;
-            return Some((at + end as usize, backslashes_seen));
+            return Some((offset + end as usize, backslashes_seen));
         }
         backslashes_seen |= backslashes != 0;
+        None
+    };
+    for block in blocks.by_ref() {
+        if let Some(found) = end_in(block, at) {
+            return Some(found);
+        }
         at += 64;
     }
-    // The last partial block, a byte at a time.
-    let mut skip = carry != 0;
-    for (i, &c) in blocks.remainder().iter().enumerate() {
-        match c {
-            _ if skip => skip = false,
-            b'"' => return Some((at + i, backslashes_seen)),
-            b'\\' => (skip, backslashes_seen) = (true, true),
-            _ => {}
-        }
-    }
-    None
+    // The last partial block, padded with zeros (neither quote nor backslash).
+    let tail = blocks.remainder();
+    let mut last = [0; 64];
+    last[..tail.len()].copy_from_slice(tail);
+    end_in(&last, at)
 }
 
 /// One bit per byte of a 64-byte block: its quotes, and its backslashes.
 fn masks(block: &[u8]) -> (u64, u64) {
-    let quote = u8x16::splat(b'"');
-    let backslash = u8x16::splat(b'\\');
     let (mut quotes, mut backslashes) = (0, 0);
     for (k, lane) in block.chunks_exact(16).enumerate() {
-        let mut bytes = [0; 16];
-        bytes.copy_from_slice(lane);
-        let v = u8x16::new(bytes);
-        quotes |= u64::from(v.simd_eq(quote).to_bitmask() as u16) << (16 * k);
-        backslashes |= u64::from(v.simd_eq(backslash).to_bitmask() as u16) << (16 * k);
+        let (q, b) = lane_masks(lane);
+        quotes |= u64::from(q) << (16 * k);
+        backslashes |= u64::from(b) << (16 * k);
     }
     (quotes, backslashes)
+}
+
+/// The same for 16 bytes.
+fn lane_masks(lane: &[u8]) -> (u16, u16) {
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(lane);
+    let v = u8x16::new(bytes);
+    (
+        v.simd_eq(u8x16::splat(b'"')).to_bitmask() as u16,
+        v.simd_eq(u8x16::splat(b'\\')).to_bitmask() as u16,
+    )
 }
 
 /// The bytes of a block that a backslash escapes, from its backslash bits.
