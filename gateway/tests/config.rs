@@ -191,11 +191,9 @@ fn the_akash_market_is_built_from_its_section_and_wants_its_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[tokio::test]
-async fn quick_start_discovers_each_endpoints_models() {
-    let r = support::replica(&["m1", "m2"]).await;
-    let spec = format!("{},region=eu-central,max_concurrency=4", r.url());
-    let child = tokio::task::spawn_blocking(move || {
+/// `leasegate gateway --endpoint SPEC` on loopback ports of its own.
+async fn quick_start(spec: String) -> support::Child {
+    tokio::task::spawn_blocking(move || {
         support::spawn_leasegate(&[
             "gateway",
             "--endpoint",
@@ -207,7 +205,14 @@ async fn quick_start_discovers_each_endpoints_models() {
         ])
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn quick_start_discovers_each_endpoints_models() {
+    let r = support::replica(&["m1", "m2"]).await;
+    let spec = format!("{},region=eu-central,max_concurrency=4", r.url());
+    let child = quick_start(spec).await;
     let models = support::get(child.1, "/v1/models").await.json();
     let ids: Vec<_> = models["data"]
         .as_array()
@@ -227,19 +232,7 @@ async fn quick_start_discovers_each_endpoints_models() {
 async fn the_binary_runs_with_transparent_huge_pages_off() {
     let r = support::replica(&["m"]).await;
     let spec = r.url();
-    let child = tokio::task::spawn_blocking(move || {
-        support::spawn_leasegate(&[
-            "gateway",
-            "--endpoint",
-            &spec,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-    })
-    .await
-    .unwrap();
+    let child = quick_start(spec).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
     let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
         eprintln!("skipped: this kernel's /proc/PID/status has no THP_enabled line");

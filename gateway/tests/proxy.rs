@@ -422,20 +422,9 @@ async fn a_chunked_body_in_many_frames_arrives_whole_and_in_order() {
         whole.extend(std::iter::repeat_n(b'a' + i % 26, 1000));
     }
     whole.extend_from_slice(br#""}"#);
-    let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = whole
-        .chunks(4093)
-        .map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c))))
-        .collect();
-    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, http_body_util::StreamBody<_>>(
-        hyper_util::client::legacy::connect::HttpConnector::new(),
-    );
-    let req = http::Request::post(format!("{}/v1/embeddings", url(gw.api_addr)))
-        .body(body)
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let frames = whole.chunks(4093).map(bytes::Bytes::copy_from_slice);
+    let status = post_frames(gw.api_addr, "/v1/embeddings", frames.collect()).await;
+    assert_eq!(status, 200);
     let stats = r.stats();
     assert_eq!(stats.last_body_len, whole.len());
     assert_eq!(stats.last_body_hash, Some(hash64(&whole)));
@@ -447,19 +436,31 @@ async fn a_chunked_body_without_length_is_cut_off_at_the_limit() {
     let r = replica(&["m"]).await;
     let toml = format!("{FAST}\n[limits]\nmax_body_bytes = 4096\n");
     let gw = gateway(&toml, vec![endpoint("a", &r.url(), &["m"], None)]).await;
-    let chunks: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = (0..16)
-        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024]))))
+    let frames = (0..16)
+        .map(|_| bytes::Bytes::from(vec![b' '; 1024]))
         .collect();
-    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let status = post_frames(gw.api_addr, "/v1/embeddings", frames).await;
+    assert_eq!(status, 413);
+    assert_eq!(r.stats().requests_by_path.get("/v1/embeddings"), None);
+    gw.shutdown().await;
+}
+
+/// POSTs `frames` as a chunked body (no `Content-Length`), one frame each.
+async fn post_frames(
+    addr: std::net::SocketAddr,
+    path: &str,
+    frames: Vec<bytes::Bytes>,
+) -> http::StatusCode {
+    let frames = frames
+        .into_iter()
+        .map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)));
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, http_body_util::StreamBody<_>>(
         hyper_util::client::legacy::connect::HttpConnector::new(),
     );
-    let req = http::Request::post(format!("{}/v1/embeddings", url(gw.api_addr)))
+    let req = http::Request::post(format!("{}{path}", url(addr)))
         .body(body)
         .unwrap();
-    let resp = client.request(req).await.unwrap();
-    assert_eq!(resp.status(), 413);
-    assert_eq!(r.stats().requests_by_path.get("/v1/embeddings"), None);
-    gw.shutdown().await;
+    client.request(req).await.unwrap().status()
 }
