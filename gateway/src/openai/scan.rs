@@ -5,10 +5,11 @@
 //! decoding every escape. Here a string is skipped 64 bytes at a time: SIMD
 //! compares give a bit per byte for quotes and for backslashes, a few
 //! integer steps mark the bytes that odd runs of backslashes escape, and the
-//! first quote left is the closing one. The structure around strings (brackets, commas, colons, numbers, literals) is
-//! checked in full. What this does not check inside strings (control
-//! characters, escape letters, UTF-8) the replica still does: such a body is
-//! forwarded and refused upstream.
+//! first quote left is the closing one. The structure around strings
+//! (brackets, commas, colons, numbers, literals) is checked in full. What
+//! this does not check inside strings (control characters, escape letters,
+//! UTF-8) the replica still does: such a body is forwarded and refused
+//! upstream.
 //!
 //! Anything this scan does not accept, serde then reads the slow way, so a
 //! malformed body gets serde's exact error.
