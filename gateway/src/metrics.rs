@@ -1,12 +1,12 @@
 //! Prometheus metrics: one process-wide recorder and the names every stage records under.
 
-use foldhash::{HashMap, HashMapExt};
 use std::{
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt};
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 

@@ -3,10 +3,10 @@
 mod endpoint;
 mod stats;
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt};
 use leasegate_fleet::{Kind, Snapshot, State};
 use parking_lot::Mutex;
 use tokio::sync::watch;

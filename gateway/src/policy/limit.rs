@@ -11,7 +11,6 @@
 //! by the caller after each request; a key whose spend for the current UTC day
 //! reached its budget is refused until the day rolls over.
 
-use foldhash::HashMap;
 use std::{
     fmt,
     sync::{
@@ -21,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 
 use super::{

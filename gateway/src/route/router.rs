@@ -1,11 +1,11 @@
 //! Per-pool routing built once per config: weights, affinity and residency per pool, and explain.
 
-use foldhash::HashMap;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use http::HeaderMap;
 use tokio::time::Instant;
 

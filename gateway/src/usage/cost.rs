@@ -36,9 +36,9 @@
 //! `key` is the client key's configured name (`-` without one), never the
 //! key or its hash.
 
-use foldhash::{HashMap, HashMapExt};
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
+use foldhash::{HashMap, HashMapExt};
 use leasegate_fleet::{Endpoint, Kind};
 use metrics::{Counter, Gauge};
 use parking_lot::Mutex;

@@ -7,10 +7,10 @@
 //! 3. [`Accounting::meter`] when the answer's headers are in: the body wrapper
 //!    and the [`Settle`] the end-of-body hook runs to price the answer.
 
-use foldhash::{HashMap, HashMapExt};
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 use leasegate_fleet::Kind;
 use tokio::time::Instant;
 

@@ -1,12 +1,12 @@
 //! Idle upstream connections, per origin, newest first.
 
-use foldhash::HashMap;
 use std::{
     collections::VecDeque,
     sync::{Arc, Weak},
     time::Duration,
 };
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
